@@ -1,3 +1,148 @@
-fn main() {
-    println!("Hello, world!");
+//! The binary: parse the config, start logging, wire the modules together,
+//! serve until SIGINT or SIGTERM, then drain and exit 0.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+use discord_bot_backend::bots::BotRegistry;
+use discord_bot_backend::config::Config;
+use discord_bot_backend::cors::Cors;
+use discord_bot_backend::discord::Discord;
+use discord_bot_backend::ratelimit::SystemClock;
+use discord_bot_backend::routes::Api;
+use discord_bot_backend::server::{Limits, Server};
+use discord_bot_backend::sessions::{self, MemoryStore, SessionStore};
+
+/// Longest the sweeper sleeps between passes; shorter idle timeouts sweep
+/// four times per timeout, so a session outlives its timeout by at most 25 %.
+const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(err) if !err.use_stderr() => {
+            // --help and --version.
+            let _ = err.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(err) => {
+            // API.md: "a one-line message naming the option".
+            let rendered = err.to_string();
+            eprintln!(
+                "{}",
+                rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("error: invalid arguments")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    match run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            log::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let log_config = simplelog::ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_thread_level(log::LevelFilter::Off)
+        .set_target_level(log::LevelFilter::Off)
+        .build();
+    let _ = simplelog::WriteLogger::init(config.log_level.filter(), log_config, std::io::stderr());
+    // A panic in a handler is caught and answered 500; log it as one line,
+    // through the logger, instead of the default multi-line stderr dump.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()));
+        log::error!(
+            "panic at {}: {}",
+            location.as_deref().unwrap_or("unknown location"),
+            panic_message(info.payload())
+        );
+    }));
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+fn run(config: &Config) -> Result<(), String> {
+    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(
+        config.max_sessions as usize,
+        config.session_idle_timeout(),
+    ));
+    let bots = Arc::new(BotRegistry::default());
+    let discord = Discord::new(
+        &config.discord_api,
+        config.upstream_timeout(),
+        config.max_ratelimit_wait(),
+        usize::from(config.workers),
+        Arc::new(SystemClock),
+    );
+    let api = Api {
+        store: Arc::clone(&store),
+        bots: Arc::clone(&bots),
+        discord,
+        cors: Cors::new(config.cors_origins.clone()),
+    };
+    sessions::spawn_sweeper(
+        store,
+        bots,
+        (config.session_idle_timeout() / 4).clamp(Duration::from_millis(100), MAX_SWEEP_INTERVAL),
+    );
+
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let limits = Limits {
+        client_timeout: config.client_timeout(),
+        max_connections: config.max_connections as usize,
+        workers: usize::from(config.workers),
+    };
+    let addr = format!("{}:{}", bracket_ipv6(&config.host), config.port);
+    let server = Server::start(&addr, limits, Arc::new(api))
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = server.local_addr();
+    let listening = format!("listening on http://{bound}");
+    if log::log_enabled!(log::Level::Info) {
+        log::info!("{listening}");
+    } else {
+        // API.md promises this line whatever the log level.
+        eprintln!("{listening}");
+    }
+
+    let signal = signals.forever().next().unwrap_or(SIGTERM);
+    log::info!("received signal {signal}; finishing in-flight requests");
+    // In-flight requests are bounded by the upstream timeout and the
+    // rate-limit wait budget; give them that, plus a second.
+    let grace = config.upstream_timeout() + config.max_ratelimit_wait() + Duration::from_secs(1);
+    let abandoned = server.shutdown(grace);
+    if abandoned > 0 {
+        log::warn!("exiting with {abandoned} request(s) still in flight");
+    }
+    log::info!("stopped");
+    Ok(())
+}
+
+/// `::1` must be written `[::1]` in a socket address.
+fn bracket_ipv6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
 }

@@ -1,0 +1,189 @@
+//! bots: one entry per bot token, shared by every session of that bot.
+//!
+//! A `Bot` holds the token, the identity Discord reported for it, and its
+//! rate-limit state, so all sessions of one bot share one set of limits.
+//!
+//! Architecture invariants:
+//! - the token never leaves this module except as the `Authorization` header
+//!   value handed to `discord`; `Token` has no `Display`, no `Serialize`, and
+//!   its `Debug` prints `Token(<redacted>)`, so no format string can leak it;
+//! - the registry holds `Weak` references: a bot lives exactly as long as a
+//!   session (or an in-flight login) holds it, and `sweep` drops dead entries.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::ratelimit::BotLimiter;
+
+/// A bot token. Deliberately opaque.
+pub struct Token(String);
+
+impl Token {
+    /// Validates and normalises what a client sent at login: a leading `Bot `
+    /// is stripped; empty, whitespace and control characters are refused.
+    pub fn parse(raw: &str) -> Result<Token, &'static str> {
+        let token = raw.strip_prefix("Bot ").unwrap_or(raw);
+        if token.is_empty() {
+            return Err("`token` must not be empty");
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("`token` must not contain whitespace or control characters");
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err("`token` is too long to be a Discord bot token");
+        }
+        Ok(Token(token.to_string()))
+    }
+
+    /// `Bot <token>`, for Discord's `Authorization` header only.
+    pub fn authorization(&self) -> String {
+        format!("Bot {}", self.0)
+    }
+}
+
+/// Discord tokens are about 70 characters; anything far longer is not one,
+/// and we refuse to copy it around.
+const MAX_TOKEN_LEN: usize = 512;
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Who the bot is, as `GET /users/@me` said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub id: String,
+    pub username: String,
+}
+
+pub struct Bot {
+    token: Token,
+    identity: RwLock<Identity>,
+    /// Set once Discord answers 401 for this token: it is never sent again,
+    /// and the registry forgets the entry so the next login starts afresh.
+    rejected: AtomicBool,
+    pub limiter: BotLimiter,
+}
+
+impl Bot {
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    pub fn identity(&self) -> Identity {
+        self.identity.read().clone()
+    }
+
+    pub fn set_identity(&self, identity: Identity) {
+        *self.identity.write() = identity;
+    }
+
+    pub fn is_rejected(&self) -> bool {
+        self.rejected.load(Ordering::SeqCst)
+    }
+
+    pub fn mark_rejected(&self) {
+        self.rejected.store(true, Ordering::SeqCst);
+    }
+}
+
+impl fmt::Debug for Bot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let identity = self.identity.read();
+        write!(f, "Bot({} {})", identity.id, identity.username)
+    }
+}
+
+/// Token → bot, so a second login with the same token joins the first bot's
+/// limits instead of starting a parallel set.
+#[derive(Default)]
+pub struct BotRegistry {
+    bots: Mutex<HashMap<String, Weak<Bot>>>,
+}
+
+impl BotRegistry {
+    /// The live bot for this token, or a new one. A bot whose token Discord
+    /// rejected is replaced, so a fresh login gets one fresh attempt.
+    pub fn get_or_create(&self, token: Token) -> Arc<Bot> {
+        let mut bots = self.bots.lock();
+        if let Some(bot) = bots.get(&token.0).and_then(Weak::upgrade) {
+            if !bot.is_rejected() {
+                return bot;
+            }
+        }
+        let key = token.0.clone();
+        let bot = Arc::new(Bot {
+            token,
+            identity: RwLock::new(Identity::default()),
+            rejected: AtomicBool::new(false),
+            limiter: BotLimiter::new(),
+        });
+        bots.insert(key, Arc::downgrade(&bot));
+        bot
+    }
+
+    /// Drops entries whose bot has no session left, and idle rate-limit
+    /// buckets of the others. Returns how many bots remain.
+    pub fn sweep(&self) -> usize {
+        let mut bots = self.bots.lock();
+        bots.retain(|_, bot| bot.strong_count() > 0);
+        let live: Vec<Arc<Bot>> = bots.values().filter_map(Weak::upgrade).collect();
+        drop(bots);
+        let now = std::time::Instant::now();
+        for bot in &live {
+            bot.limiter.sweep(now);
+        }
+        live.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bot_prefix_is_stripped_once() {
+        let t = Token::parse("Bot abc.def").unwrap();
+        assert_eq!(t.authorization(), "Bot abc.def");
+        // Only one prefix is stripped; what is left has a space, so it is refused.
+        assert!(Token::parse("Bot Bot x").is_err());
+    }
+
+    #[test]
+    fn empty_whitespace_and_control_characters_are_refused() {
+        for bad in ["", "Bot ", "a b", "a\tb", "a\u{0}b", "a\nb", "a\u{a0}b"] {
+            assert!(Token::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let t = Token::parse("secret-token").unwrap();
+        assert!(!format!("{t:?}").contains("secret"));
+    }
+
+    #[test]
+    fn same_token_shares_one_bot_until_the_last_holder_is_gone() {
+        let registry = BotRegistry::default();
+        let a = registry.get_or_create(Token::parse("t1").unwrap());
+        let b = registry.get_or_create(Token::parse("Bot t1").unwrap());
+        assert!(Arc::ptr_eq(&a, &b));
+        drop((a, b));
+        assert_eq!(registry.sweep(), 0);
+    }
+
+    #[test]
+    fn a_rejected_bot_is_replaced_on_next_login() {
+        let registry = BotRegistry::default();
+        let a = registry.get_or_create(Token::parse("t1").unwrap());
+        a.mark_rejected();
+        let b = registry.get_or_create(Token::parse("t1").unwrap());
+        assert!(!Arc::ptr_eq(&a, &b));
+    }
+}

@@ -1,0 +1,197 @@
+//! config: every option of the service, its flag, its environment variable,
+//! its default and its help text, in one place.
+//!
+//! The struct below *is* the documentation: clap derives `--help` from it, and
+//! the README table mirrors it. A flag wins over its environment variable.
+//! Parsing validates ranges, so the rest of the program never sees a bad value.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "discord-bot-backend",
+    version,
+    about = "Holds Discord bot tokens server-side and serves guilds, members, channels and \
+             messages to clients that present a session ID."
+)]
+pub struct Config {
+    /// Address to bind.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to bind; 0 picks a free one.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Base URL of Discord's REST API (tests point it at a local fake).
+    #[arg(long, env = "DISCORD_API_URL", default_value = "https://discord.com/api/v10",
+          value_parser = parse_base_url)]
+    pub discord_api: String,
+
+    /// Request-handling threads: how many requests are worked on at once,
+    /// each possibly waiting on Discord or its rate limits.
+    #[arg(long, env = "WORKERS", default_value_t = 64,
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub workers: u16,
+
+    /// Comma-separated allowed origins, or `*`.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "*", value_parser = parse_origins)]
+    pub cors_origins: CorsOrigins,
+
+    /// Seconds a session may sit unused before it expires.
+    #[arg(long, env = "SESSION_IDLE_TIMEOUT", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub session_idle_timeout: u64,
+
+    /// Sessions held at once; logins beyond it get 503.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_sessions: u64,
+
+    /// Log level.
+    #[arg(long, env = "LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    pub log_level: LogLevel,
+
+    /// Milliseconds a Discord call may take before the client gets 504.
+    #[arg(long = "upstream-timeout", env = "UPSTREAM_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub upstream_timeout_ms: u64,
+
+    /// Milliseconds a request may wait for Discord's rate limits before the
+    /// client gets 429.
+    #[arg(long = "max-ratelimit-wait", env = "MAX_RATELIMIT_WAIT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub max_ratelimit_wait_ms: u64,
+
+    /// Milliseconds a client connection may stay idle or stall mid-request
+    /// before it is closed.
+    #[arg(long = "client-timeout", env = "CLIENT_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub client_timeout_ms: u64,
+
+    /// Client connections open at once; one more is answered 503 and closed.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+}
+
+impl Config {
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn max_ratelimit_wait(&self) -> Duration {
+        Duration::from_millis(self.max_ratelimit_wait_ms)
+    }
+
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_timeout_ms)
+    }
+
+    pub fn session_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_idle_timeout)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+}
+
+/// Which browser origins may read responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+fn parse_origins(value: &str) -> Result<CorsOrigins, String> {
+    if value.trim() == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let mut origins = Vec::new();
+    for origin in value.split(',').map(str::trim) {
+        let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && !origin.ends_with('/')
+            && origin.bytes().all(|b| b.is_ascii_graphic());
+        if !well_formed {
+            return Err(format!(
+                "`{origin}` is not an origin like https://example.com (no path, no trailing slash)"
+            ));
+        }
+        origins.push(origin.to_string());
+    }
+    Ok(CorsOrigins::List(origins))
+}
+
+fn parse_base_url(value: &str) -> Result<String, String> {
+    let ok = (value.starts_with("http://") || value.starts_with("https://"))
+        && value.bytes().all(|b| b.is_ascii_graphic())
+        && !value.contains(['?', '#']);
+    if ok {
+        Ok(value.trim_end_matches('/').to_string())
+    } else {
+        Err("expected an http:// or https:// URL without query or fragment".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("discord-bot-backend").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.discord_api, "https://discord.com/api/v10");
+        assert_eq!(c.cors_origins, CorsOrigins::Any);
+        assert_eq!(c.session_idle_timeout, 86_400);
+        assert_eq!(c.max_sessions, 10_000);
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.upstream_timeout_ms, 10_000);
+        assert_eq!(c.max_ratelimit_wait_ms, 10_000);
+        assert_eq!(c.client_timeout_ms, 30_000);
+    }
+
+    #[test]
+    fn origin_list_is_split_and_checked() {
+        let c = parse(&["--cors-origins", "https://a.example, http://b.example:8080"]).unwrap();
+        assert_eq!(
+            c.cors_origins,
+            CorsOrigins::List(vec![
+                "https://a.example".into(),
+                "http://b.example:8080".into()
+            ])
+        );
+        assert!(parse(&["--cors-origins", "a.example"]).is_err());
+        assert!(parse(&["--cors-origins", "https://a.example/"]).is_err());
+    }
+
+    #[test]
+    fn zero_workers_is_refused() {
+        assert!(parse(&["--workers", "0"]).is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! cors: which browser origins may read our responses, and the preflight.
+//!
+//! Architecture invariant: CORS headers are added in one place, after the
+//! response is made, so errors carry them exactly like successes do.
+
+use crate::config::CorsOrigins;
+use crate::server::Response;
+
+const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
+const ALLOW_HEADERS: &str = "Authorization, Content-Type";
+/// Seconds a browser may cache a preflight answer.
+const MAX_AGE_SECS: u32 = 600;
+
+pub struct Cors {
+    origins: CorsOrigins,
+}
+
+impl Cors {
+    pub fn new(origins: CorsOrigins) -> Self {
+        Cors { origins }
+    }
+
+    /// Adds `Access-Control-Allow-Origin` (and `Vary: Origin` when the answer
+    /// depends on it) for an allowed origin; nothing for a disallowed one.
+    pub fn apply(&self, origin: Option<&str>, response: &mut Response) {
+        match &self.origins {
+            CorsOrigins::Any => response.header("Access-Control-Allow-Origin", "*"),
+            CorsOrigins::List(allowed) => {
+                response.header("Vary", "Origin");
+                if let Some(origin) = origin.filter(|o| allowed.iter().any(|a| a == o)) {
+                    response.header("Access-Control-Allow-Origin", origin);
+                }
+            }
+        }
+    }
+
+    /// The answer to `OPTIONS` on an `/api/` path.
+    pub fn preflight(&self) -> Response {
+        let mut response = Response::no_content();
+        response.header("Access-Control-Allow-Methods", ALLOW_METHODS);
+        response.header("Access-Control-Allow-Headers", ALLOW_HEADERS);
+        response.header("Access-Control-Max-Age", MAX_AGE_SECS.to_string());
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin_header(cors: &Cors, origin: Option<&str>) -> Option<String> {
+        let mut r = Response::json(200, b"{}".to_vec());
+        cors.apply(origin, &mut r);
+        r.get_header("Access-Control-Allow-Origin")
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn star_by_default() {
+        let cors = Cors::new(CorsOrigins::Any);
+        assert_eq!(
+            origin_header(&cors, Some("https://x.example")).as_deref(),
+            Some("*")
+        );
+        assert_eq!(origin_header(&cors, None).as_deref(), Some("*"));
+    }
+
+    #[test]
+    fn a_listed_origin_is_echoed_and_others_get_nothing() {
+        let cors = Cors::new(CorsOrigins::List(vec!["https://a.example".into()]));
+        assert_eq!(
+            origin_header(&cors, Some("https://a.example")).as_deref(),
+            Some("https://a.example")
+        );
+        assert_eq!(origin_header(&cors, Some("https://evil.example")), None);
+        assert_eq!(origin_header(&cors, None), None);
+    }
+}

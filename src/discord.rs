@@ -1,0 +1,423 @@
+//! discord: the client for Discord's REST API: builds URLs, sends the bot's
+//! token, honours the bot's rate limits, maps Discord's answers to `ApiError`.
+//!
+//! Architecture invariants:
+//! - this is the only module that knows Discord URLs; a `Route` is built from
+//!   `Snowflake`s and integers only, so client text never reaches a URL;
+//! - only GETs are sent, so a retry (once, on a 5xx or a dropped connection)
+//!   can never duplicate a side effect;
+//! - bodies are returned as Discord's bytes, validated as JSON but not
+//!   re-serialised, so objects reach the client exactly as Discord sent them;
+//! - no error or log line carries the token (ureq errors do not include
+//!   request headers, and we never format the `Authorization` value).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bots::Bot;
+use crate::error::ApiError;
+use crate::ratelimit::{Clock, Observed, RouteKey};
+use crate::snowflake::Snowflake;
+
+/// Discord requires `DiscordBot ($url, $versionNumber)`; other agents "may be
+/// blocked" by Cloudflare (`reference.mdx`, "User Agent").
+pub const USER_AGENT: &str = concat!(
+    "DiscordBot (",
+    env!("CARGO_PKG_REPOSITORY"),
+    ", ",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
+/// Largest Discord body we read: a page of 1000 members is about 0.5 MiB,
+/// 100 messages with embeds a few MiB.
+const MAX_DISCORD_BODY: u64 = 16 * 1024 * 1024;
+/// The longest we spend opening a connection, within the upstream timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pooled connections older than this are not reused: NATs and firewalls
+/// silently drop idle sockets (ureq #772), and a dead one costs a timeout.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(10);
+/// 429s answered in a row before we give the client Discord's wait instead.
+const MAX_429_RETRIES: u32 = 3;
+
+/// Discord's page sizes.
+pub const GUILDS_PAGE: u16 = 200;
+pub const MEMBERS_PAGE: u16 = 1000;
+pub const MESSAGES_PAGE: u16 = 100;
+
+/// A message-list cursor; Discord takes at most one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    Before(Snowflake),
+    After(Snowflake),
+    Around(Snowflake),
+}
+
+/// Every Discord call this service makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    CurrentUser,
+    CurrentUserGuilds {
+        after: Option<Snowflake>,
+        limit: u16,
+    },
+    GuildMembers {
+        guild: Snowflake,
+        after: Option<Snowflake>,
+        limit: u16,
+    },
+    GuildChannels {
+        guild: Snowflake,
+    },
+    ChannelMessages {
+        channel: Snowflake,
+        cursor: Option<Cursor>,
+        limit: u16,
+    },
+}
+
+impl Route {
+    /// The path and query below the API base. Every value interpolated here
+    /// is a `Snowflake` or an integer.
+    fn path(&self) -> String {
+        match *self {
+            Route::CurrentUser => "/users/@me".into(),
+            Route::CurrentUserGuilds { after, limit } => match after {
+                Some(after) => format!("/users/@me/guilds?limit={limit}&after={after}"),
+                None => format!("/users/@me/guilds?limit={limit}"),
+            },
+            Route::GuildMembers {
+                guild,
+                after,
+                limit,
+            } => match after {
+                Some(after) => format!("/guilds/{guild}/members?limit={limit}&after={after}"),
+                None => format!("/guilds/{guild}/members?limit={limit}"),
+            },
+            Route::GuildChannels { guild } => format!("/guilds/{guild}/channels"),
+            Route::ChannelMessages {
+                channel,
+                cursor,
+                limit,
+            } => {
+                let base = format!("/channels/{channel}/messages?limit={limit}");
+                match cursor {
+                    None => base,
+                    Some(Cursor::Before(id)) => format!("{base}&before={id}"),
+                    Some(Cursor::After(id)) => format!("{base}&after={id}"),
+                    Some(Cursor::Around(id)) => format!("{base}&around={id}"),
+                }
+            }
+        }
+    }
+
+    /// The rate-limit identity of this call: template plus top-level id.
+    pub fn key(&self) -> RouteKey {
+        let (template, top_level) = match *self {
+            Route::CurrentUser => ("GET /users/@me", None),
+            Route::CurrentUserGuilds { .. } => ("GET /users/@me/guilds", None),
+            Route::GuildMembers { guild, .. } => ("GET /guilds/{guild_id}/members", Some(guild)),
+            Route::GuildChannels { guild } => ("GET /guilds/{guild_id}/channels", Some(guild)),
+            Route::ChannelMessages { channel, .. } => {
+                ("GET /channels/{channel_id}/messages", Some(channel))
+            }
+        };
+        RouteKey {
+            template,
+            top_level: top_level.map(Snowflake::get),
+        }
+    }
+}
+
+/// The shared Discord client: one pooled agent for every bot and worker.
+pub struct Discord {
+    agent: ureq::Agent,
+    base: String,
+    clock: Arc<dyn Clock>,
+    max_wait: Duration,
+}
+
+impl Discord {
+    /// `base` is the API root without a trailing slash; `pool` is how many
+    /// idle connections to keep (the worker count: ureq keeps only 3 per host
+    /// by default, and every other call would pay a new TLS handshake).
+    pub fn new(
+        base: &str,
+        upstream_timeout: Duration,
+        max_wait: Duration,
+        pool: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Discord {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(upstream_timeout))
+            .timeout_connect(Some(CONNECT_TIMEOUT.min(upstream_timeout)))
+            .max_idle_connections(pool)
+            .max_idle_connections_per_host(pool)
+            .max_idle_age(MAX_IDLE_AGE)
+            // A redirect would carry the bot token to wherever it points.
+            .max_redirects(0)
+            .user_agent(USER_AGENT)
+            .build();
+        Discord {
+            agent: config.into(),
+            base: base.to_string(),
+            clock,
+            max_wait,
+        }
+    }
+
+    /// GETs a route for a bot: waits for the bot's rate limits (within the
+    /// wait budget), retries once on a 5xx or dropped connection, retries a
+    /// 429 when Discord's wait fits the budget. Returns Discord's JSON body.
+    pub fn get(&self, bot: &Bot, route: Route) -> Result<Vec<u8>, ApiError> {
+        let key = route.key();
+        let url = format!("{}{}", self.base, route.path());
+        let wait_deadline = self.clock.now() + self.max_wait;
+        let mut retried_failure = false;
+        let mut rate_limited = 0;
+        loop {
+            if bot.is_rejected() {
+                return Err(ApiError::TokenRejected);
+            }
+            bot.limiter
+                .acquire(key, &*self.clock, wait_deadline)
+                .map_err(|wait| ApiError::RateLimited {
+                    message: "Discord's rate limit for this bot needs a longer wait than allowed; retry later".into(),
+                    retry_after: wait,
+                })?;
+            let outcome = self.send(bot, &url, key);
+            match outcome {
+                Outcome::Done(result) => return result,
+                Outcome::Retryable(error) => {
+                    if retried_failure {
+                        return Err(error);
+                    }
+                    retried_failure = true;
+                    log::debug!("retrying {} once after: {error}", key.template);
+                }
+                Outcome::RateLimited { retry_after } => {
+                    rate_limited += 1;
+                    let fits = self.clock.now() + retry_after <= wait_deadline;
+                    if !fits || rate_limited > MAX_429_RETRIES {
+                        return Err(ApiError::RateLimited {
+                            message: "rate limited by Discord; retry after the given time".into(),
+                            retry_after,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&self, bot: &Bot, url: &str, key: RouteKey) -> Outcome {
+        let sent = self
+            .agent
+            .get(url)
+            .header("Authorization", bot.token().authorization())
+            .call();
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(ureq::Error::Timeout(_)) => return Outcome::Done(Err(ApiError::GatewayTimeout)),
+            Err(err) => {
+                return Outcome::Retryable(ApiError::BadGateway(format!(
+                    "Discord is unreachable ({})",
+                    describe(&err)
+                )));
+            }
+        };
+        let status = response.status().as_u16();
+        let seen = Observed::from_headers(|name| {
+            response.headers().get(name).and_then(|v| v.to_str().ok())
+        });
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_DISCORD_BODY)
+            .read_to_vec();
+        let body = match body {
+            Ok(body) => body,
+            Err(ureq::Error::Timeout(_)) => return Outcome::Done(Err(ApiError::GatewayTimeout)),
+            Err(err) => {
+                return Outcome::Retryable(ApiError::BadGateway(format!(
+                    "Discord's answer was cut off ({})",
+                    describe(&err)
+                )));
+            }
+        };
+        let now = self.clock.now();
+        bot.limiter.observe(key, &seen, now);
+        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+        match status {
+            200..=299 if is_json => Outcome::Done(Ok(body)),
+            200..=299 => Outcome::Retryable(ApiError::BadGateway(
+                "Discord answered with a body that is not JSON".into(),
+            )),
+            429 => {
+                let retry_after = retry_after(&body, &seen);
+                let global = discord_error(&body).global;
+                log::warn!(
+                    "Discord 429 on {} (bucket {}, scope {}, global {global}), retry after {:.3}s",
+                    key.template,
+                    seen.bucket.as_deref().unwrap_or("-"),
+                    seen.scope.as_deref().unwrap_or("-"),
+                    retry_after.as_secs_f64()
+                );
+                bot.limiter
+                    .rate_limited(key, &seen, retry_after, global, now);
+                Outcome::RateLimited { retry_after }
+            }
+            401 => {
+                bot.mark_rejected();
+                Outcome::Done(Err(ApiError::TokenRejected))
+            }
+            403 => {
+                let e = discord_error(&body);
+                Outcome::Done(Err(ApiError::Forbidden {
+                    message: format!(
+                        "Discord refused the bot access: {}",
+                        e.message_or("Missing Access")
+                    ),
+                    code: e.code,
+                }))
+            }
+            404 => {
+                let e = discord_error(&body);
+                Outcome::Done(Err(ApiError::NotFound {
+                    message: format!("Discord says: {}", e.message_or("Not Found")),
+                    code: e.code,
+                }))
+            }
+            500..=599 => Outcome::Retryable(ApiError::BadGateway(format!(
+                "Discord answered {status}; try again shortly"
+            ))),
+            _ => {
+                let e = discord_error(&body);
+                Outcome::Done(Err(ApiError::BadGateway(format!(
+                    "Discord answered {status} unexpectedly: {}",
+                    e.message_or("no message")
+                ))))
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Done(Result<Vec<u8>, ApiError>),
+    /// May be retried once: a 5xx, a dropped connection, a broken body.
+    Retryable(ApiError),
+    RateLimited {
+        retry_after: Duration,
+    },
+}
+
+/// The fields of Discord's error bodies we use.
+#[derive(Debug, Default, serde::Deserialize)]
+struct DiscordError {
+    message: Option<String>,
+    code: Option<u64>,
+    retry_after: Option<f64>,
+    #[serde(default)]
+    global: bool,
+}
+
+impl DiscordError {
+    fn message_or(&self, fallback: &str) -> String {
+        let text = self.message.as_deref().unwrap_or(fallback);
+        // Discord's own text, bounded, so a strange body cannot flood a reply.
+        text.chars().take(200).collect()
+    }
+}
+
+fn discord_error(body: &[u8]) -> DiscordError {
+    serde_json::from_slice(body).unwrap_or_default()
+}
+
+/// Discord's wait: the body's `retry_after` (exact float seconds), else the
+/// bucket's reset, else one second. Capped at a day so a garbled value
+/// cannot overflow an `Instant`.
+fn retry_after(body: &[u8], seen: &Observed) -> Duration {
+    discord_error(body)
+        .retry_after
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+        .or(seen.reset_after)
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// A short, token-free description of a transport error.
+fn describe(err: &ureq::Error) -> String {
+    match err {
+        ureq::Error::Io(io) => format!("{:?}", io.kind()),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::BodyExceedsLimit(_) => "body too large".into(),
+        ureq::Error::Protocol(_) => "protocol error".into(),
+        ureq::Error::Tls(_) => "TLS error".into(),
+        _ => "transport error".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> Snowflake {
+        Snowflake::parse(&n.to_string()).unwrap()
+    }
+
+    #[test]
+    fn routes_build_discord_paths_from_validated_values() {
+        assert_eq!(
+            Route::ChannelMessages {
+                channel: id(5),
+                cursor: Some(Cursor::Before(id(9))),
+                limit: 100
+            }
+            .path(),
+            "/channels/5/messages?limit=100&before=9"
+        );
+        assert_eq!(
+            Route::GuildMembers {
+                guild: id(1),
+                after: None,
+                limit: 1000
+            }
+            .path(),
+            "/guilds/1/members?limit=1000"
+        );
+        assert_eq!(
+            Route::CurrentUserGuilds {
+                after: Some(id(3)),
+                limit: 200
+            }
+            .path(),
+            "/users/@me/guilds?limit=200&after=3"
+        );
+    }
+
+    #[test]
+    fn top_level_id_is_part_of_the_rate_limit_key() {
+        let a = Route::GuildChannels { guild: id(1) }.key();
+        let b = Route::GuildChannels { guild: id(2) }.key();
+        assert_eq!(a.template, b.template);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn retry_after_prefers_the_exact_body_value() {
+        let seen = Observed {
+            reset_after: Some(Duration::from_secs(9)),
+            ..Observed::default()
+        };
+        let body =
+            br#"{"message":"You are being rate limited.","retry_after":64.57,"global":false}"#;
+        assert_eq!(retry_after(body, &seen), Duration::from_secs_f64(64.57));
+        assert_eq!(retry_after(b"nope", &seen), Duration::from_secs(9));
+    }
+
+    #[test]
+    fn user_agent_has_discords_form() {
+        assert!(USER_AGENT.starts_with("DiscordBot (https://"));
+        assert!(USER_AGENT.ends_with(&format!(", {})", env!("CARGO_PKG_VERSION"))));
+    }
+}

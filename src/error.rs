@@ -1,0 +1,218 @@
+//! error: the one error type of the API, and the only place that maps an error
+//! to an HTTP status and a JSON body.
+//!
+//! Architecture invariant: no other module picks an error status. Handlers
+//! return `Result<Response, ApiError>`; the HTTP front refuses bad requests with
+//! an `ApiError` too, so a 413 written before a body is read looks exactly like
+//! a 400 written by a handler.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::server::Response;
+
+/// Everything that can go wrong while answering a client, each variant with
+/// the situation that produces it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    /// The client sent something malformed: bad JSON, a missing or invalid
+    /// field or query parameter. The text names the field and what is wrong.
+    BadRequest(String),
+    /// No session on an authenticated route, or one that is unknown, expired
+    /// or logged out.
+    Unauthorized(&'static str),
+    /// Discord answered 401 for the bot's token: at login the token is wrong;
+    /// later the token was reset or the bot deleted, and its sessions ended.
+    TokenRejected,
+    /// Discord refused the bot access (403): a missing permission, or on the
+    /// members route the Server Members privileged intent.
+    Forbidden { message: String, code: Option<u64> },
+    /// An unknown route, or Discord said the guild or channel does not exist.
+    NotFound { message: String, code: Option<u64> },
+    /// A known path with a method it does not serve. `allow` lists the methods
+    /// it does serve, for the `Allow` header.
+    MethodNotAllowed { allow: &'static str },
+    /// The request carried `Transfer-Encoding`, which this service does not
+    /// accept on requests; every client library can send `Content-Length`.
+    LengthRequired,
+    /// The declared body is over the limit; refused before it is read.
+    PayloadTooLarge { limit: usize },
+    /// The request line and headers are over the limit.
+    HeadTooLarge { limit: usize },
+    /// Rate limited, by Discord beyond the wait budget or by this service.
+    /// `retry_after` is exact; the `Retry-After` header rounds it up.
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
+    /// A bug in this service, such as a handler panic. Details go to the log,
+    /// never to the client.
+    Internal,
+    /// Discord was unreachable, answered 5xx, or sent a body that is not JSON.
+    BadGateway(String),
+    /// Overloaded, the session store is full, or the service is shutting down.
+    Unavailable(String),
+    /// Discord did not answer within `--upstream-timeout`.
+    GatewayTimeout,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::BadRequest(message.into())
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            message: message.into(),
+            code: None,
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest(_) => 400,
+            ApiError::Unauthorized(_) | ApiError::TokenRejected => 401,
+            ApiError::Forbidden { .. } => 403,
+            ApiError::NotFound { .. } => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::LengthRequired => 411,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::HeadTooLarge { .. } => 431,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::Internal => 500,
+            ApiError::BadGateway(_) => 502,
+            ApiError::Unavailable(_) => 503,
+            ApiError::GatewayTimeout => 504,
+        }
+    }
+
+    /// Discord's JSON error code, when Discord produced this error.
+    fn discord_code(&self) -> Option<u64> {
+        match self {
+            ApiError::Forbidden { code, .. } | ApiError::NotFound { code, .. } => *code,
+            _ => None,
+        }
+    }
+
+    /// The response the client gets: `{"error": ...}` plus `code` (Discord's
+    /// error code) and `retry_after` (seconds) where they apply.
+    pub fn to_response(&self) -> Response {
+        let mut body = serde_json::Map::new();
+        body.insert("error".into(), self.to_string().into());
+        if let Some(code) = self.discord_code() {
+            body.insert("code".into(), code.into());
+        }
+        let mut response = Response::json(
+            self.status(),
+            serde_json::to_vec(&body).expect("a JSON map always serializes"),
+        );
+        match self {
+            ApiError::MethodNotAllowed { allow } => response.header("Allow", *allow),
+            ApiError::RateLimited { retry_after, .. } => {
+                response.header("Retry-After", retry_after_header(*retry_after).to_string())
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Whole seconds for a `Retry-After` header: rounded up, and never 0, so a
+/// client that waits what it is told is not refused again.
+pub fn retry_after_header(wait: Duration) -> u64 {
+    let millis = wait.as_millis() as u64;
+    millis.div_ceil(1000).max(1)
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::BadRequest(message) => f.write_str(message),
+            ApiError::Unauthorized(message) => f.write_str(message),
+            ApiError::TokenRejected => {
+                f.write_str("Discord rejected the bot token; log in again with a valid token")
+            }
+            ApiError::Forbidden { message, .. } => f.write_str(message),
+            ApiError::NotFound { message, .. } => f.write_str(message),
+            ApiError::MethodNotAllowed { allow } => {
+                write!(f, "method not allowed on this path; allowed: {allow}")
+            }
+            ApiError::LengthRequired => f.write_str(
+                "request bodies must be sent with Content-Length, not Transfer-Encoding",
+            ),
+            ApiError::PayloadTooLarge { limit } => {
+                write!(f, "request body too large; the limit is {limit} bytes")
+            }
+            ApiError::HeadTooLarge { limit } => {
+                write!(
+                    f,
+                    "request line and headers too large; the limit is {limit} bytes"
+                )
+            }
+            ApiError::RateLimited { message, .. } => f.write_str(message),
+            ApiError::Internal => f.write_str("internal error; it has been logged"),
+            ApiError::BadGateway(message) => f.write_str(message),
+            ApiError::Unavailable(message) => f.write_str(message),
+            ApiError::GatewayTimeout => {
+                f.write_str("Discord did not answer within the upstream timeout")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(err: &ApiError) -> serde_json::Value {
+        serde_json::from_slice(&err.to_response().body).unwrap()
+    }
+
+    #[test]
+    fn every_error_is_a_json_object_with_an_error_string() {
+        let all = [
+            ApiError::bad_request("x"),
+            ApiError::Unauthorized("x"),
+            ApiError::TokenRejected,
+            ApiError::Forbidden {
+                message: "x".into(),
+                code: Some(50001),
+            },
+            ApiError::not_found("x"),
+            ApiError::MethodNotAllowed { allow: "GET" },
+            ApiError::LengthRequired,
+            ApiError::PayloadTooLarge { limit: 1 },
+            ApiError::HeadTooLarge { limit: 1 },
+            ApiError::RateLimited {
+                message: "x".into(),
+                retry_after: Duration::from_millis(1),
+            },
+            ApiError::Internal,
+            ApiError::BadGateway("x".into()),
+            ApiError::Unavailable("x".into()),
+            ApiError::GatewayTimeout,
+        ];
+        for err in all {
+            let response = err.to_response();
+            assert_eq!(response.status, err.status());
+            assert!(body(&err)["error"].is_string(), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_header(Duration::from_millis(64_570)), 65);
+        assert_eq!(retry_after_header(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_after_header(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_header(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn discord_code_is_passed_on() {
+        let err = ApiError::Forbidden {
+            message: "no".into(),
+            code: Some(50013),
+        };
+        assert_eq!(body(&err)["code"], 50013);
+    }
+}

@@ -1,0 +1,592 @@
+//! routes: the API of `API.md`: which path and method does what, session
+//! checks, and the handlers that turn a client request into Discord calls.
+//!
+//! Order of decisions, as API.md requires: CORS preflight, then routing (404,
+//! 405), then the session (401), then the query and body (400), then Discord.
+//! Every response, error or not, leaves through `finish`, which adds CORS
+//! headers and writes the one log line per request.
+//!
+//! Architecture invariants: routes never call ureq or build a Discord URL
+//! (that is `discord`); they never pick an error status (that is `error`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use crate::bots::{BotRegistry, Identity, Token};
+use crate::cors::Cors;
+use crate::discord::{Cursor, Discord, GUILDS_PAGE, MEMBERS_PAGE, MESSAGES_PAGE, Route};
+use crate::error::ApiError;
+use crate::query::{Query, printable};
+use crate::server::{Handler, Request, Response};
+use crate::sessions::{SessionId, SessionStore, StoreError};
+use crate::snowflake::Snowflake;
+
+/// API.md: members `limit` 1 to 10000, default 1000.
+const MEMBERS_LIMIT_MAX: u16 = 10_000;
+const MEMBERS_LIMIT_DEFAULT: u16 = 1000;
+/// API.md: messages `limit` 1 to 1000, default 100.
+const MESSAGES_LIMIT_MAX: u16 = 1000;
+const MESSAGES_LIMIT_DEFAULT: u16 = 100;
+/// Guild pages we follow before stopping: 100 × 200 = 20,000 guilds, far
+/// beyond what one unsharded bot can be in.
+const MAX_GUILD_PAGES: usize = 100;
+/// Request targets are cut to this many characters in logs.
+const LOG_TARGET_MAX: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Login,
+    Logout,
+    Guilds,
+    Members,
+    Channels,
+    Messages,
+    Healthz,
+}
+
+/// The route table: path, the method it serves, and what it is.
+const ROUTES: &[(&str, &str, Endpoint)] = &[
+    ("/api/auth/login", "POST", Endpoint::Login),
+    ("/api/auth/logout", "POST", Endpoint::Logout),
+    ("/api/guilds", "GET", Endpoint::Guilds),
+    ("/api/members", "GET", Endpoint::Members),
+    ("/api/channels", "GET", Endpoint::Channels),
+    ("/api/messages", "GET", Endpoint::Messages),
+    ("/healthz", "GET", Endpoint::Healthz),
+];
+
+/// The `Allow` header for a known path: its method, plus the CORS preflight
+/// on `/api/` paths.
+fn allow_header(method: &str, path: &str) -> &'static str {
+    match (method, path.starts_with("/api/")) {
+        ("POST", true) => "POST, OPTIONS",
+        ("GET", true) => "GET, OPTIONS",
+        _ => "GET",
+    }
+}
+
+fn resolve(method: &str, path: &str) -> Result<Endpoint, ApiError> {
+    let (_, served, endpoint) = ROUTES
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .ok_or_else(|| ApiError::not_found(format!("no such route: {}", printable(path))))?;
+    if method == *served {
+        Ok(*endpoint)
+    } else {
+        Err(ApiError::MethodNotAllowed {
+            allow: allow_header(served, path),
+        })
+    }
+}
+
+/// The application: everything a request needs.
+pub struct Api {
+    pub store: Arc<dyn SessionStore>,
+    pub bots: Arc<BotRegistry>,
+    pub discord: Discord,
+    pub cors: Cors,
+}
+
+/// What a handler learned that the log line needs.
+#[derive(Default)]
+struct Context {
+    session_prefix: Option<String>,
+}
+
+impl Handler for Api {
+    fn handle(&self, request: &Request) -> Response {
+        let started = Instant::now();
+        let mut context = Context::default();
+        let response = match self.dispatch(request, &mut context) {
+            Ok(response) => response,
+            Err(error) => error.to_response(),
+        };
+        self.finish(Some(request), response, started, &context)
+    }
+
+    fn refuse(&self, request: Option<&Request>, error: ApiError) -> Response {
+        if error == ApiError::Internal {
+            log::error!("internal error while answering a request (see the panic above)");
+        }
+        self.finish(
+            request,
+            error.to_response(),
+            Instant::now(),
+            &Context::default(),
+        )
+    }
+}
+
+impl Api {
+    fn dispatch(&self, request: &Request, context: &mut Context) -> Result<Response, ApiError> {
+        let path = request.path();
+        if request.method == "OPTIONS" && path.starts_with("/api/") {
+            return Ok(self.cors.preflight());
+        }
+        let endpoint = resolve(&request.method, path)?;
+        if endpoint == Endpoint::Healthz {
+            return Ok(json_response(200, &serde_json::json!({"status": "ok"})));
+        }
+        if endpoint == Endpoint::Login {
+            return self.login(request, context);
+        }
+        let (session, bot) = self.authenticate(request)?;
+        context.session_prefix = Some(session.prefix().to_string());
+        let query = Query::parse(request.query())?;
+        let result = match endpoint {
+            Endpoint::Logout => self.logout(&session),
+            Endpoint::Guilds => self.guilds(&bot),
+            Endpoint::Members => self.members(&bot, &query),
+            Endpoint::Channels => self.channels(&bot, &query),
+            Endpoint::Messages => self.messages(&bot, &query),
+            Endpoint::Login | Endpoint::Healthz => unreachable!("answered above"),
+        };
+        if result == Err(ApiError::TokenRejected) {
+            self.end_bot(&bot);
+        }
+        result
+    }
+
+    /// Adds CORS headers and writes the request's log line.
+    fn finish(
+        &self,
+        request: Option<&Request>,
+        mut response: Response,
+        started: Instant,
+        context: &Context,
+    ) -> Response {
+        let origin = request.and_then(|r| r.header("origin"));
+        self.cors.apply(origin, &mut response);
+        let (method, target) = request.map_or(("-", "-".to_string()), |r| {
+            (r.method.as_str(), log_safe(&r.target))
+        });
+        log::info!(
+            "{} {} {} {:.1}ms session={}",
+            printable(method),
+            target,
+            response.status,
+            started.elapsed().as_secs_f64() * 1000.0,
+            context.session_prefix.as_deref().unwrap_or("-")
+        );
+        response
+    }
+
+    fn authenticate(
+        &self,
+        request: &Request,
+    ) -> Result<(SessionId, Arc<crate::bots::Bot>), ApiError> {
+        let header = request
+            .header("authorization")
+            .ok_or(ApiError::Unauthorized(
+                "missing Authorization header; send the session ID from /api/auth/login",
+            ))?;
+        let header = header.trim();
+        let presented = match header.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => header,
+        };
+        let session = SessionId::parse(presented)
+            .ok_or(ApiError::Unauthorized("invalid session ID; log in again"))?;
+        let bot = self.store.get(&session).ok_or(ApiError::Unauthorized(
+            "unknown or expired session; log in again",
+        ))?;
+        if bot.is_rejected() {
+            self.end_bot(&bot);
+            return Err(ApiError::TokenRejected);
+        }
+        Ok((session, bot))
+    }
+
+    /// Discord rejected the bot's token: end every session of that bot.
+    fn end_bot(&self, bot: &Arc<crate::bots::Bot>) {
+        let identity = bot.identity();
+        for prefix in self.store.remove_bot(bot) {
+            log::info!(
+                "session {prefix} ended: Discord rejected the token of bot {} ({})",
+                identity.id,
+                identity.username
+            );
+        }
+    }
+
+    fn login(&self, request: &Request, context: &mut Context) -> Result<Response, ApiError> {
+        let body: serde_json::Value = serde_json::from_slice(&request.body).map_err(|_| {
+            ApiError::bad_request("body must be JSON like {\"token\": \"<bot token>\"}")
+        })?;
+        let raw = match body.get("token") {
+            None => return Err(ApiError::bad_request("`token` is required")),
+            Some(serde_json::Value::String(raw)) => raw,
+            Some(_) => return Err(ApiError::bad_request("`token` must be a string")),
+        };
+        let token = Token::parse(raw).map_err(ApiError::bad_request)?;
+        let bot = self.bots.get_or_create(token);
+        let me = self
+            .discord
+            .get(&bot, Route::CurrentUser)
+            .inspect_err(|e| {
+                if *e == ApiError::TokenRejected {
+                    self.end_bot(&bot);
+                }
+            })?;
+        let identity: DiscordUser = serde_json::from_slice(&me).map_err(|_| {
+            ApiError::BadGateway("Discord's /users/@me answer has no user id".into())
+        })?;
+        let identity = Identity {
+            id: identity.id,
+            username: identity.username,
+        };
+        bot.set_identity(identity.clone());
+        let session = self.store.create(Arc::clone(&bot)).map_err(|e| match e {
+            StoreError::Full => ApiError::Unavailable(
+                "the session limit is reached; try again later or ask the operator to raise --max-sessions".into(),
+            ),
+        })?;
+        context.session_prefix = Some(session.prefix().to_string());
+        log::info!(
+            "session {} created for bot {} ({})",
+            session.prefix(),
+            identity.id,
+            identity.username
+        );
+        Ok(json_response(
+            200,
+            &serde_json::json!({
+                "sessionId": session.as_str(),
+                "message": "Logged in successfully",
+                "bot": {"id": identity.id, "username": identity.username},
+            }),
+        ))
+    }
+
+    fn logout(&self, session: &SessionId) -> Result<Response, ApiError> {
+        let bot = self.store.remove(session).ok_or(ApiError::Unauthorized(
+            "unknown or expired session; log in again",
+        ))?;
+        let identity = bot.identity();
+        log::info!(
+            "session {} logged out for bot {} ({})",
+            session.prefix(),
+            identity.id,
+            identity.username
+        );
+        Ok(json_response(
+            200,
+            &serde_json::json!({"message": "Logged out successfully"}),
+        ))
+    }
+
+    fn guilds(&self, bot: &crate::bots::Bot) -> Result<Response, ApiError> {
+        let mut pages = Vec::new();
+        let mut after = None;
+        for _ in 0..MAX_GUILD_PAGES {
+            let page = self.discord.get(
+                bot,
+                Route::CurrentUserGuilds {
+                    after,
+                    limit: GUILDS_PAGE,
+                },
+            )?;
+            let items = parse_page(&page, |item| item_id(item, "id"))?;
+            let full = items.len() == usize::from(GUILDS_PAGE);
+            after = items.iter().map(|(id, _)| *id).max();
+            drop(items);
+            pages.push(page);
+            if !full {
+                break;
+            }
+        }
+        if pages.len() == 1 {
+            return Ok(Response::json(200, pages.pop().unwrap_or_default()));
+        }
+        let mut items = Vec::new();
+        for page in &pages {
+            items.extend(parse_page(page, |item| item_id(item, "id"))?);
+        }
+        Ok(Response::json(200, join(items.iter().map(|(_, raw)| *raw))))
+    }
+
+    /// The guild a request is about: `guildId`, or the bot's only guild.
+    fn guild(&self, bot: &crate::bots::Bot, query: &Query) -> Result<Snowflake, ApiError> {
+        if let Some(guild) = query.snowflake("guildId")? {
+            return Ok(guild);
+        }
+        let page = self.discord.get(
+            bot,
+            Route::CurrentUserGuilds {
+                after: None,
+                limit: GUILDS_PAGE,
+            },
+        )?;
+        let guilds = parse_page(&page, |item| item_id(item, "id"))?;
+        match guilds.as_slice() {
+            [] => Err(ApiError::not_found("the bot is in no guild")),
+            [(only, _)] => Ok(*only),
+            several => Err(ApiError::bad_request(format!(
+                "`guildId` is required: the bot is in {}{} guilds",
+                several.len(),
+                if several.len() == usize::from(GUILDS_PAGE) {
+                    " or more"
+                } else {
+                    ""
+                }
+            ))),
+        }
+    }
+
+    fn channels(&self, bot: &crate::bots::Bot, query: &Query) -> Result<Response, ApiError> {
+        let guild = self.guild(bot, query)?;
+        let body = self.discord.get(bot, Route::GuildChannels { guild })?;
+        Ok(Response::json(200, body))
+    }
+
+    fn members(&self, bot: &crate::bots::Bot, query: &Query) -> Result<Response, ApiError> {
+        let limit = query.integer("limit", 1..=MEMBERS_LIMIT_MAX, MEMBERS_LIMIT_DEFAULT)?;
+        let mut after = query.snowflake("after")?;
+        let guild = self.guild(bot, query)?;
+        let fetch = |after, limit| {
+            self.discord
+                .get(
+                    bot,
+                    Route::GuildMembers {
+                        guild,
+                        after,
+                        limit,
+                    },
+                )
+                .map_err(members_hint)
+        };
+        if limit <= MEMBERS_PAGE {
+            return Ok(Response::json(200, fetch(after, limit)?));
+        }
+        let mut pages = Vec::new();
+        let mut left = limit;
+        while left > 0 {
+            let want = left.min(MEMBERS_PAGE);
+            let page = fetch(after, want)?;
+            let items = parse_page(&page, member_id)?;
+            let got = items.len();
+            after = items.iter().map(|(id, _)| *id).max().or(after);
+            drop(items);
+            pages.push(page);
+            if got < usize::from(want) {
+                break;
+            }
+            left -= want;
+        }
+        let mut items = Vec::new();
+        for page in &pages {
+            items.extend(parse_page(page, member_id)?);
+        }
+        // Discord pages ascend by user id; keep that, and never repeat one.
+        items.sort_by_key(|(id, _)| *id);
+        items.dedup_by_key(|(id, _)| *id);
+        Ok(Response::json(200, join(items.iter().map(|(_, raw)| *raw))))
+    }
+
+    fn messages(&self, bot: &crate::bots::Bot, query: &Query) -> Result<Response, ApiError> {
+        let channel = query.required_snowflake("channelId")?;
+        let limit = query.integer("limit", 1..=MESSAGES_LIMIT_MAX, MESSAGES_LIMIT_DEFAULT)?;
+        let cursors = [
+            query.snowflake("before")?.map(Cursor::Before),
+            query.snowflake("after")?.map(Cursor::After),
+            query.snowflake("around")?.map(Cursor::Around),
+        ];
+        let mut given = cursors.into_iter().flatten();
+        let cursor = given.next();
+        if given.next().is_some() {
+            return Err(ApiError::bad_request(
+                "give at most one of `before`, `after` and `around`",
+            ));
+        }
+        if matches!(cursor, Some(Cursor::Around(_))) && limit > MESSAGES_PAGE {
+            return Err(ApiError::bad_request(
+                "`around` works only with `limit` up to 100",
+            ));
+        }
+        let fetch = |cursor, limit| {
+            self.discord.get(
+                bot,
+                Route::ChannelMessages {
+                    channel,
+                    cursor,
+                    limit,
+                },
+            )
+        };
+        if limit <= MESSAGES_PAGE {
+            return Ok(Response::json(200, fetch(cursor, limit)?));
+        }
+        // Page away from the cursor: back in time from `before` (or now),
+        // forward in time from `after`.
+        let forward = matches!(cursor, Some(Cursor::After(_)));
+        let mut cursor = cursor;
+        let mut pages = Vec::new();
+        let mut left = limit;
+        while left > 0 {
+            let want = left.min(MESSAGES_PAGE);
+            let page = fetch(cursor, want)?;
+            let items = parse_page(&page, |item| item_id(item, "id"))?;
+            let got = items.len();
+            let ids = items.iter().map(|(id, _)| *id);
+            let next = if forward { ids.max() } else { ids.min() };
+            drop(items);
+            pages.push(page);
+            match next {
+                Some(id) if got == usize::from(want) => {
+                    cursor = Some(if forward {
+                        Cursor::After(id)
+                    } else {
+                        Cursor::Before(id)
+                    });
+                }
+                _ => break,
+            }
+            left -= want;
+        }
+        let mut items = Vec::new();
+        for page in &pages {
+            items.extend(parse_page(page, |item| item_id(item, "id"))?);
+        }
+        // Newest first, as Discord orders a page; ids are time-ordered.
+        items.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+        items.dedup_by_key(|(id, _)| *id);
+        Ok(Response::json(200, join(items.iter().map(|(_, raw)| *raw))))
+    }
+}
+
+/// On the members route a 403 is usually the Server Members intent: say so.
+fn members_hint(error: ApiError) -> ApiError {
+    match error {
+        ApiError::Forbidden { message, code } => ApiError::Forbidden {
+            message: format!(
+                "{message}. Listing members needs the Server Members privileged intent: enable it \
+                 for this bot in the Discord Developer Portal (Bot > Privileged Gateway Intents)"
+            ),
+            code,
+        },
+        other => other,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DiscordUser {
+    id: String,
+    username: String,
+}
+
+/// A page of Discord objects, each kept as its exact bytes, with its id.
+fn parse_page(
+    page: &[u8],
+    id_of: impl Fn(&RawValue) -> Option<Snowflake>,
+) -> Result<Vec<(Snowflake, &RawValue)>, ApiError> {
+    let items: Vec<&RawValue> = serde_json::from_slice(page).map_err(|_| {
+        ApiError::BadGateway("Discord answered with something other than a list".into())
+    })?;
+    items
+        .into_iter()
+        .map(|raw| {
+            id_of(raw).map(|id| (id, raw)).ok_or_else(|| {
+                ApiError::BadGateway("Discord sent an object without a valid id".into())
+            })
+        })
+        .collect()
+}
+
+fn item_id(item: &RawValue, field: &str) -> Option<Snowflake> {
+    let value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(item.get()).ok()?;
+    Snowflake::parse(value.get(field)?.as_str()?)
+}
+
+fn member_id(item: &RawValue) -> Option<Snowflake> {
+    #[derive(serde::Deserialize)]
+    struct Member {
+        user: DiscordUser,
+    }
+    let member: Member = serde_json::from_str(item.get()).ok()?;
+    Snowflake::parse(&member.user.id)
+}
+
+/// `[a,b,c]` from the exact bytes of each object.
+fn join<'a>(items: impl Iterator<Item = &'a RawValue>) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.push(b'[');
+    for (n, item) in items.enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item.get().as_bytes());
+    }
+    out.push(b']');
+    out
+}
+
+fn json_response(status: u16, value: &serde_json::Value) -> Response {
+    Response::json(
+        status,
+        serde_json::to_vec(value).expect("a JSON value always serializes"),
+    )
+}
+
+/// The request target as logs may show it: bounded, and with control and
+/// non-ASCII bytes escaped so a client cannot forge log lines.
+fn log_safe(target: &str) -> String {
+    let mut out: String = target
+        .chars()
+        .take(LOG_TARGET_MAX)
+        .flat_map(|c| {
+            if c.is_ascii_graphic() {
+                vec![c]
+            } else {
+                format!("\\x{:02x}", c as u32 & 0xff).chars().collect()
+            }
+        })
+        .collect();
+    if target.chars().count() > LOG_TARGET_MAX {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
+        assert!(matches!(
+            resolve("GET", "/api/nope"),
+            Err(ApiError::NotFound { .. })
+        ));
+        assert_eq!(
+            resolve("GET", "/api/auth/login"),
+            Err(ApiError::MethodNotAllowed {
+                allow: "POST, OPTIONS"
+            })
+        );
+        assert_eq!(
+            resolve("DELETE", "/api/guilds"),
+            Err(ApiError::MethodNotAllowed {
+                allow: "GET, OPTIONS"
+            })
+        );
+        assert_eq!(resolve("GET", "/api/guilds"), Ok(Endpoint::Guilds));
+    }
+
+    #[test]
+    fn join_keeps_objects_byte_for_byte() {
+        let page = br#"[{"id":"2", "x" : 1},{"id":"1","y":[ ]}]"#;
+        let items = parse_page(page, |i| item_id(i, "id")).unwrap();
+        assert_eq!(
+            join(items.iter().map(|(_, r)| *r)),
+            br#"[{"id":"2", "x" : 1},{"id":"1","y":[ ]}]"#
+        );
+    }
+
+    #[test]
+    fn log_lines_cannot_be_forged() {
+        assert_eq!(log_safe("/a\r\nINFO fake"), "/a\\x0d\\x0aINFO\\x20fake");
+    }
+}

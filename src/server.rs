@@ -1,0 +1,677 @@
+//! server: the HTTP/1.1 front. Reads requests off sockets under hard limits and
+//! hands each complete request to a bounded pool of worker threads.
+//!
+//! Shape: one accept thread; one small connection thread per open connection
+//! (capped by `max_connections`) that only reads, parses and writes bytes; and
+//! `workers` threads that run the handler. Idle and slow clients therefore pin
+//! a 128 KiB connection thread, never a worker, so they cannot keep other
+//! clients from being answered. Why not a server crate: see ARCHITECTURE.md
+//! ("The HTTP front").
+//!
+//! Architecture invariants:
+//! - no buffer grows past its limit: a head is refused past `MAX_HEAD`, a body
+//!   past `MAX_BODY` is refused from its `Content-Length` before any of it is
+//!   read, and nothing else is buffered;
+//! - every read and write has a deadline (`client_timeout`);
+//! - responses on a connection are written in request order (pipelining);
+//! - this module knows HTTP framing, not routes, sessions or Discord.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel as channel;
+
+use crate::error::ApiError;
+
+/// Request line plus headers. API.md: "over 16 KiB gets 431".
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Request body. API.md: "Request bodies over 64 KiB get 413".
+pub const MAX_BODY: usize = 64 * 1024;
+/// Headers per request; more is treated like an oversized head.
+const MAX_HEADERS: usize = 64;
+/// A connection thread only parses and copies bytes; 128 KiB is ample and
+/// keeps thousands of idle connections cheap.
+const CONNECTION_STACK: usize = 128 * 1024;
+/// After refusing a request whose body we will not read, we read and discard
+/// at most this much (for at most `LINGER`) before closing, so the client sees
+/// our answer instead of a reset.
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER: Duration = Duration::from_secs(2);
+/// How long the accept loop backs off when `accept` fails (EMFILE and kin),
+/// instead of spinning or dying.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A complete request as the handler sees it.
+#[derive(Debug)]
+pub struct Request {
+    pub method: String,
+    /// Path and query exactly as sent.
+    pub target: String,
+    headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub peer: SocketAddr,
+}
+
+impl Request {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn path(&self) -> &str {
+        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+    }
+
+    pub fn query(&self) -> &str {
+        self.target.split_once('?').map_or("", |(_, q)| q)
+    }
+
+    #[cfg(test)]
+    pub fn for_test(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Self {
+        Request {
+            method: method.into(),
+            target: target.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+        }
+    }
+}
+
+/// A response: every body this service writes is JSON, or empty for 204.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, body: Vec<u8>) -> Self {
+        Response {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body,
+        }
+    }
+
+    /// 204: a CORS preflight answer.
+    pub fn no_content() -> Self {
+        Response {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(&mut self, name: &'static str, value: impl Into<String>) {
+        self.headers.push((name, value.into()));
+    }
+
+    pub fn get_header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the front calls. `handle` runs on a worker; `refuse` runs on the
+/// connection thread for requests the front turns away itself (too large,
+/// malformed, overloaded). `request` is `None` when the head was unreadable.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: &Request) -> Response;
+    fn refuse(&self, request: Option<&Request>, error: ApiError) -> Response;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A connection idle, or stalled mid-request, this long is closed.
+    pub client_timeout: Duration,
+    /// Open connections at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// Threads running the handler.
+    pub workers: usize,
+}
+
+struct Job {
+    request: Request,
+    reply: channel::Sender<Response>,
+}
+
+struct Shared {
+    handler: Arc<dyn Handler>,
+    limits: Limits,
+    jobs: channel::Sender<Job>,
+    stopping: AtomicBool,
+    /// Requests read but not yet fully answered; shutdown waits for 0.
+    in_flight: AtomicUsize,
+    connections: AtomicUsize,
+}
+
+/// A running server. Dropping it does not stop it; call `shutdown`.
+pub struct Server {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    accept_thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds, starts the workers and the accept loop, and returns at once.
+    pub fn start(addr: &str, limits: Limits, handler: Arc<dyn Handler>) -> io::Result<Server> {
+        let listener = TcpListener::bind(addr)?;
+        let local_addr = listener.local_addr()?;
+        // The queue never holds more than one job per connection, so bounding
+        // it by the connection cap means `send` never blocks.
+        let (jobs, queue) = channel::bounded::<Job>(limits.max_connections);
+        let shared = Arc::new(Shared {
+            handler,
+            limits,
+            jobs,
+            stopping: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+        });
+        for n in 0..limits.workers {
+            let queue = queue.clone();
+            let shared = Arc::clone(&shared);
+            thread::Builder::new()
+                .name(format!("worker-{n}"))
+                .spawn(move || worker_loop(&queue, &shared))?;
+        }
+        let accept_shared = Arc::clone(&shared);
+        let accept_thread = thread::Builder::new()
+            .name("accept".into())
+            .spawn(move || accept_loop(listener, accept_shared))?;
+        Ok(Server {
+            shared,
+            local_addr,
+            accept_thread: Some(accept_thread),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, then waits up to `grace` for in-flight requests to be
+    /// answered. Returns how many were still in flight when it gave up.
+    pub fn shutdown(mut self, grace: Duration) -> usize {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // The accept loop is blocked in accept(); a connection wakes it.
+        let _ = TcpStream::connect_timeout(&self.local_addr, Duration::from_secs(1));
+        if let Some(accept) = self.accept_thread.take() {
+            let _ = accept.join();
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            let left = self.shared.in_flight.load(Ordering::SeqCst);
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn worker_loop(queue: &channel::Receiver<Job>, shared: &Shared) {
+    while let Ok(job) = queue.recv() {
+        let response = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&job.request)))
+            .unwrap_or_else(|_| {
+                // The panic hook has logged where; the worker lives on.
+                shared
+                    .handler
+                    .refuse(Some(&job.request), ApiError::Internal)
+            });
+        // The connection may be gone; nothing to do then.
+        let _ = job.reply.send(response);
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(err) => {
+                log::warn!("accept failed: {err}");
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        if shared.connections.fetch_add(1, Ordering::SeqCst) >= shared.limits.max_connections {
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
+            refuse_connection(stream, &shared);
+            continue;
+        }
+        let conn_shared = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name("conn".into())
+            .stack_size(CONNECTION_STACK)
+            .spawn(move || {
+                Connection::new(stream, &conn_shared).serve();
+                conn_shared.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(err) = spawned {
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
+            log::warn!("cannot start a connection thread: {err}");
+        }
+    }
+}
+
+/// Over the connection cap: say so and close, from the accept thread. The
+/// answer is small enough to fit the socket buffer, so this never blocks.
+fn refuse_connection(mut stream: TcpStream, shared: &Shared) {
+    let response = shared.handler.refuse(
+        None,
+        ApiError::Unavailable("too many open connections; try again shortly".into()),
+    );
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let _ = stream.write_all(&encode(&response, false, false));
+}
+
+/// Why reading a request stopped.
+enum ReadError {
+    /// The peer closed, the connection stalled past the timeout, or the
+    /// socket failed: close without answering.
+    Gone,
+    /// Answer with this error, then close.
+    Refuse(ApiError, Option<Box<Request>>),
+}
+
+struct Connection<'a> {
+    stream: TcpStream,
+    shared: &'a Shared,
+    peer: SocketAddr,
+    /// Bytes read but not yet consumed: at most one head plus one body, plus
+    /// whatever of the next pipelined request arrived with them.
+    buf: Vec<u8>,
+    reply_tx: channel::Sender<Response>,
+    reply_rx: channel::Receiver<Response>,
+}
+
+/// What the head said about framing and the connection.
+struct Head {
+    request: Request,
+    head_len: usize,
+    body_len: usize,
+    keep_alive: bool,
+    http10: bool,
+    expect_continue: bool,
+}
+
+impl<'a> Connection<'a> {
+    fn new(stream: TcpStream, shared: &'a Shared) -> Self {
+        let peer = stream
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(shared.limits.client_timeout));
+        let (reply_tx, reply_rx) = channel::bounded(1);
+        Connection {
+            stream,
+            shared,
+            peer,
+            buf: Vec::new(),
+            reply_tx,
+            reply_rx,
+        }
+    }
+
+    fn serve(mut self) {
+        loop {
+            let head = match self.read_request() {
+                Ok(head) => head,
+                Err(ReadError::Gone) => return,
+                Err(ReadError::Refuse(error, request)) => {
+                    let response = self.shared.handler.refuse(request.as_deref(), error);
+                    let _ = self.stream.write_all(&encode(&response, false, false));
+                    self.linger_close();
+                    return;
+                }
+            };
+            let consumed = head.head_len + head.body_len;
+            let mut keep_alive = head.keep_alive;
+            self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+            let response = self.dispatch(head.request);
+            self.buf.drain(..consumed);
+            if self.shared.stopping.load(Ordering::SeqCst) {
+                keep_alive = false;
+            }
+            let written = self
+                .stream
+                .write_all(&encode(&response, keep_alive, head.http10));
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if written.is_err() || !keep_alive {
+                let _ = self.stream.shutdown(Shutdown::Both);
+                return;
+            }
+            // Keep memory per idle connection small after a large request.
+            if self.buf.is_empty() && self.buf.capacity() > 4096 {
+                self.buf = Vec::new();
+            }
+        }
+    }
+
+    fn dispatch(&self, request: Request) -> Response {
+        let job = Job {
+            request,
+            reply: self.reply_tx.clone(),
+        };
+        if let Err(channel::SendError(job)) = self.shared.jobs.send(job) {
+            return self.shared.handler.refuse(
+                Some(&job.request),
+                ApiError::Unavailable("the service is shutting down".into()),
+            );
+        }
+        // A worker always answers: it catches handler panics. `Err` would mean
+        // every worker died, which only happens at process exit.
+        self.reply_rx
+            .recv()
+            .unwrap_or_else(|_| self.shared.handler.refuse(None, ApiError::Internal))
+    }
+
+    /// Reads one request (head, then body) into `buf`, with `client_timeout`
+    /// as the budget for the whole request once its first byte arrived.
+    fn read_request(&mut self) -> Result<Head, ReadError> {
+        let timeout = self.shared.limits.client_timeout;
+        // Idle wait for the first byte of the next request.
+        if self.buf.is_empty() {
+            self.read_more(Instant::now() + timeout)?;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut scanned = 0;
+        let head = loop {
+            // Only parse once the blank line is here: a client dribbling one
+            // byte at a time must not make us re-parse 16 KiB per byte.
+            if let Some(end) = find_head_end(&self.buf, scanned) {
+                if end > MAX_HEAD {
+                    return Err(ReadError::Refuse(
+                        ApiError::HeadTooLarge { limit: MAX_HEAD },
+                        None,
+                    ));
+                }
+                break self.parse_head(end)?;
+            }
+            scanned = self.buf.len().saturating_sub(3);
+            if self.buf.len() >= MAX_HEAD {
+                return Err(ReadError::Refuse(
+                    ApiError::HeadTooLarge { limit: MAX_HEAD },
+                    None,
+                ));
+            }
+            self.read_more(deadline)?;
+        };
+        if head.expect_continue && self.buf.len() < head.head_len + head.body_len {
+            self.stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .map_err(|_| ReadError::Gone)?;
+        }
+        while self.buf.len() < head.head_len + head.body_len {
+            self.read_more(deadline)?;
+        }
+        let mut head = head;
+        head.request.body = self.buf[head.head_len..head.head_len + head.body_len].to_vec();
+        Ok(head)
+    }
+
+    /// One `read` into `buf`, never past `MAX_HEAD + MAX_BODY` in total.
+    fn read_more(&mut self, deadline: Instant) -> Result<(), ReadError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Gone);
+        }
+        self.stream
+            .set_read_timeout(Some(left))
+            .map_err(|_| ReadError::Gone)?;
+        let start = self.buf.len();
+        let room = (MAX_HEAD + MAX_BODY)
+            .saturating_sub(start)
+            .clamp(1, 16 * 1024);
+        self.buf.resize(start + room, 0);
+        let n = match self.stream.read(&mut self.buf[start..]) {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Some(0),
+            Err(_) => None,
+        };
+        self.buf.truncate(start + n.unwrap_or(0));
+        n.map(|_| ()).ok_or(ReadError::Gone)
+    }
+
+    fn parse_head(&self, end: usize) -> Result<Head, ReadError> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Request::new(&mut headers);
+        let head_len = match parsed.parse(&self.buf[..end]) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                return Err(malformed("incomplete request head"));
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(ReadError::Refuse(
+                    ApiError::HeadTooLarge { limit: MAX_HEAD },
+                    None,
+                ));
+            }
+            Err(err) => return Err(malformed(&format!("malformed request: {err}"))),
+        };
+        let http10 = parsed.version == Some(0);
+        let mut request = Request {
+            method: parsed.method.unwrap_or_default().to_string(),
+            target: parsed.path.unwrap_or_default().to_string(),
+            headers: Vec::with_capacity(parsed.headers.len()),
+            body: Vec::new(),
+            peer: self.peer,
+        };
+        for h in parsed.headers.iter() {
+            let value = String::from_utf8_lossy(h.value).into_owned();
+            request.headers.push((h.name.to_string(), value));
+        }
+        let connection = request.header("connection").unwrap_or("");
+        let has_token = |t: &str| {
+            connection
+                .split(',')
+                .any(|c| c.trim().eq_ignore_ascii_case(t))
+        };
+        let keep_alive = if http10 {
+            has_token("keep-alive")
+        } else {
+            !has_token("close")
+        };
+        if request.header("transfer-encoding").is_some() {
+            return Err(ReadError::Refuse(
+                ApiError::LengthRequired,
+                Some(Box::new(request)),
+            ));
+        }
+        let body_len = match content_length(&request) {
+            Ok(n) => n,
+            Err(error) => return Err(ReadError::Refuse(error, Some(Box::new(request)))),
+        };
+        if body_len > MAX_BODY {
+            return Err(ReadError::Refuse(
+                ApiError::PayloadTooLarge { limit: MAX_BODY },
+                Some(Box::new(request)),
+            ));
+        }
+        let expect_continue = request
+            .header("expect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        Ok(Head {
+            request,
+            head_len,
+            body_len,
+            keep_alive,
+            http10,
+            expect_continue,
+        })
+    }
+
+    /// Close after refusing a request whose rest we did not read: stop
+    /// writing, discard a bounded amount of what the client is still sending,
+    /// then close. Closing at once would make the kernel reset the connection
+    /// and the client could lose our answer.
+    fn linger_close(mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.stream.set_read_timeout(Some(LINGER));
+        let deadline = Instant::now() + LINGER;
+        let mut scratch = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES && Instant::now() < deadline {
+            match self.stream.read(&mut scratch) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    }
+}
+
+fn malformed(message: &str) -> ReadError {
+    ReadError::Refuse(ApiError::bad_request(message), None)
+}
+
+/// The declared body length: absent means 0; several differing values or a
+/// non-number are refused (request smuggling starts with ambiguous framing).
+fn content_length(request: &Request) -> Result<usize, ApiError> {
+    let mut found: Option<u64> = None;
+    for (name, value) in &request.headers {
+        if !name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        let value = value.trim();
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::bad_request("invalid Content-Length"));
+        }
+        // Too many digits for u64 is certainly too large.
+        let n = value.parse::<u64>().unwrap_or(u64::MAX);
+        if found.is_some_and(|f| f != n) {
+            return Err(ApiError::bad_request("conflicting Content-Length headers"));
+        }
+        found = Some(n);
+    }
+    let n = found.unwrap_or(0);
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// The end of the head (just past the blank line), searching from `from`.
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < buf.len() {
+        if buf[i] == b'\n' {
+            if buf.get(i + 1) == Some(&b'\n') {
+                return Some(i + 2);
+            }
+            if buf.get(i + 1) == Some(&b'\r') && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The bytes of a response, head and body in one buffer so it leaves in one
+/// write.
+fn encode(response: &Response, keep_alive: bool, http10: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + response.body.len());
+    let version = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
+    let _ = write!(
+        out,
+        "{version} {} {}\r\n",
+        response.status,
+        reason(response.status)
+    );
+    for (name, value) in &response.headers {
+        let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if response.status != 204 {
+        let _ = write!(out, "Content-Length: {}\r\n", response.body.len());
+    }
+    match (keep_alive, http10) {
+        (false, _) => out.extend_from_slice(b"Connection: close\r\n"),
+        (true, true) => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        (true, false) => {}
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&response.body);
+    out
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_end_is_found_with_crlf_and_bare_lf() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\nrest", 0), Some(18));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\n\nrest", 0), Some(16));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: x\r\n", 0), None);
+    }
+
+    #[test]
+    fn conflicting_content_lengths_are_refused() {
+        let req = Request::for_test(
+            "POST",
+            "/",
+            &[("Content-Length", "5"), ("content-length", "6")],
+            b"",
+        );
+        assert!(content_length(&req).is_err());
+    }
+
+    #[test]
+    fn huge_content_length_is_not_an_error_but_huge() {
+        let req = Request::for_test(
+            "POST",
+            "/",
+            &[("Content-Length", "1000000000000000000000")],
+            b"",
+        );
+        assert!(content_length(&req).unwrap() > MAX_BODY);
+    }
+
+    #[test]
+    fn connection_close_is_announced() {
+        let bytes = encode(&Response::json(200, b"{}".to_vec()), false, false);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(text.contains("Content-Length: 2\r\n"));
+        assert!(text.ends_with("\r\n\r\n{}"));
+    }
+}

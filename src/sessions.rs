@@ -1,0 +1,279 @@
+//! sessions: session ID → bot, behind the `SessionStore` trait so another
+//! store (Redis) can replace the in-memory one without touching the routes.
+//!
+//! Architecture invariants:
+//! - a session holds nothing but an `Arc<Bot>` and its last-use time;
+//! - a lookup takes the read lock only (last use is an atomic), so concurrent
+//!   requests do not serialise on the map;
+//! - the full session ID is never logged: use `SessionId::prefix`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+
+use crate::bots::{Bot, BotRegistry};
+
+/// Length of a session ID: 21 characters of nanoid's 64-letter alphabet is
+/// 126 bits of randomness.
+const SESSION_ID_LEN: usize = 21;
+/// Characters of a session ID that logs may show.
+const LOG_PREFIX_LEN: usize = 6;
+
+/// A session ID: a bearer credential.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    fn generate() -> SessionId {
+        SessionId(nanoid::nanoid!(SESSION_ID_LEN))
+    }
+
+    /// Accepts what a client presented, if it could be a session ID at all;
+    /// anything else cannot match and is not worth a lookup.
+    pub fn parse(text: &str) -> Option<SessionId> {
+        let plausible = (SESSION_ID_LEN..=128).contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        plausible.then(|| SessionId(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part of the ID that logs may show.
+    pub fn prefix(&self) -> &str {
+        &self.0[..LOG_PREFIX_LEN.min(self.0.len())]
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({}…)", self.prefix())
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// `--max-sessions` sessions exist already.
+    Full,
+}
+
+/// Where sessions live. Implementations must be safe to call from every
+/// worker at once.
+pub trait SessionStore: Send + Sync {
+    /// Creates a session for this bot, or refuses when full.
+    fn create(&self, bot: Arc<Bot>) -> Result<SessionId, StoreError>;
+    /// The session's bot, refreshing its last use; `None` when unknown or
+    /// idle past the timeout (an expired session is never served, even
+    /// before the sweeper removes it).
+    fn get(&self, id: &SessionId) -> Option<Arc<Bot>>;
+    /// Ends a session at once; returns its bot if it existed.
+    fn remove(&self, id: &SessionId) -> Option<Arc<Bot>>;
+    /// Ends every session of this bot (Discord rejected its token).
+    /// Returns the ended sessions' log prefixes.
+    fn remove_bot(&self, bot: &Arc<Bot>) -> Vec<String>;
+    /// Removes sessions idle past the timeout; returns them for logging.
+    fn sweep(&self) -> Vec<(String, Arc<Bot>)>;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct Entry {
+    bot: Arc<Bot>,
+    /// Milliseconds since the store's epoch.
+    last_used: AtomicU64,
+}
+
+/// The embedded store: a `parking_lot` read-write lock around a map.
+pub struct MemoryStore {
+    sessions: RwLock<HashMap<SessionId, Entry>>,
+    max_sessions: usize,
+    idle_timeout: Duration,
+    epoch: Instant,
+}
+
+impl MemoryStore {
+    pub fn new(max_sessions: usize, idle_timeout: Duration) -> Self {
+        MemoryStore {
+            sessions: RwLock::new(HashMap::new()),
+            max_sessions,
+            idle_timeout,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn is_expired(&self, entry: &Entry, now_ms: u64) -> bool {
+        let idle = now_ms.saturating_sub(entry.last_used.load(Ordering::Relaxed));
+        idle >= self.idle_timeout.as_millis() as u64
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn create(&self, bot: Arc<Bot>) -> Result<SessionId, StoreError> {
+        let mut sessions = self.sessions.write();
+        if sessions.len() >= self.max_sessions {
+            // Make room from expired sessions the sweeper has not reached yet.
+            let now = self.now_ms();
+            sessions.retain(|_, entry| !self.is_expired(entry, now));
+            if sessions.len() >= self.max_sessions {
+                return Err(StoreError::Full);
+            }
+        }
+        let id = SessionId::generate();
+        let entry = Entry {
+            bot,
+            last_used: AtomicU64::new(self.now_ms()),
+        };
+        sessions.insert(id.clone(), entry);
+        Ok(id)
+    }
+
+    fn get(&self, id: &SessionId) -> Option<Arc<Bot>> {
+        let sessions = self.sessions.read();
+        let entry = sessions.get(id)?;
+        let now = self.now_ms();
+        if self.is_expired(entry, now) {
+            return None;
+        }
+        entry.last_used.store(now, Ordering::Relaxed);
+        Some(Arc::clone(&entry.bot))
+    }
+
+    fn remove(&self, id: &SessionId) -> Option<Arc<Bot>> {
+        self.sessions.write().remove(id).map(|entry| entry.bot)
+    }
+
+    fn remove_bot(&self, bot: &Arc<Bot>) -> Vec<String> {
+        let mut ended = Vec::new();
+        self.sessions.write().retain(|id, entry| {
+            let keep = !Arc::ptr_eq(&entry.bot, bot);
+            if !keep {
+                ended.push(id.prefix().to_string());
+            }
+            keep
+        });
+        ended
+    }
+
+    fn sweep(&self) -> Vec<(String, Arc<Bot>)> {
+        let now = self.now_ms();
+        let mut expired = Vec::new();
+        // Check under the read lock first: most sweeps find nothing.
+        if !self
+            .sessions
+            .read()
+            .values()
+            .any(|e| self.is_expired(e, now))
+        {
+            return expired;
+        }
+        self.sessions.write().retain(|id, entry| {
+            let keep = !self.is_expired(entry, now);
+            if !keep {
+                expired.push((id.prefix().to_string(), Arc::clone(&entry.bot)));
+            }
+            keep
+        });
+        expired
+    }
+
+    fn len(&self) -> usize {
+        self.sessions.read().len()
+    }
+}
+
+/// Removes expired sessions, bots without sessions and their idle rate-limit
+/// buckets, every `every`, so memory does not grow with dead sessions.
+pub fn spawn_sweeper(store: Arc<dyn SessionStore>, bots: Arc<BotRegistry>, every: Duration) {
+    let sweep = move || loop {
+        std::thread::sleep(every);
+        for (prefix, bot) in store.sweep() {
+            let identity = bot.identity();
+            log::info!(
+                "session {prefix} expired for bot {} ({})",
+                identity.id,
+                identity.username
+            );
+        }
+        bots.sweep();
+    };
+    if let Err(err) = std::thread::Builder::new()
+        .name("sweeper".into())
+        .spawn(sweep)
+    {
+        log::error!("cannot start the session sweeper: {err}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bots::Token;
+
+    fn bot(registry: &BotRegistry, token: &str) -> Arc<Bot> {
+        registry.get_or_create(Token::parse(token).unwrap())
+    }
+
+    #[test]
+    fn ids_are_21_nanoid_characters_and_unique() {
+        let a = SessionId::generate();
+        let b = SessionId::generate();
+        assert_eq!(a.as_str().len(), 21);
+        assert!(SessionId::parse(a.as_str()).is_some());
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn debug_shows_only_the_prefix() {
+        let id = SessionId::generate();
+        let shown = format!("{id:?}");
+        assert!(!shown.contains(id.as_str()));
+        assert!(shown.contains(id.prefix()));
+    }
+
+    #[test]
+    fn store_refuses_past_max_sessions() {
+        let registry = BotRegistry::default();
+        let store = MemoryStore::new(2, Duration::from_secs(60));
+        store.create(bot(&registry, "a")).unwrap();
+        store.create(bot(&registry, "a")).unwrap();
+        assert_eq!(store.create(bot(&registry, "a")), Err(StoreError::Full));
+    }
+
+    #[test]
+    fn expired_sessions_are_not_served_and_are_swept() {
+        let registry = BotRegistry::default();
+        let store = MemoryStore::new(10, Duration::from_millis(20));
+        let id = store.create(bot(&registry, "a")).unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(store.get(&id).is_none());
+        assert_eq!(store.sweep().len(), 1);
+        assert!(store.is_empty());
+        assert_eq!(registry.sweep(), 0, "the bot goes with its last session");
+    }
+
+    #[test]
+    fn remove_bot_ends_only_that_bots_sessions() {
+        let registry = BotRegistry::default();
+        let store = MemoryStore::new(10, Duration::from_secs(60));
+        let a = bot(&registry, "a");
+        store.create(Arc::clone(&a)).unwrap();
+        store.create(Arc::clone(&a)).unwrap();
+        let other = store.create(bot(&registry, "b")).unwrap();
+        assert_eq!(store.remove_bot(&a).len(), 2);
+        assert!(store.get(&other).is_some());
+        assert_eq!(store.len(), 1);
+    }
+}
