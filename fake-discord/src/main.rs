@@ -1,1 +1,105 @@
-fn main() {}
+//! fake-discord: a faithful fake of Discord's REST API v10 for end-to-end
+//! tests, demos and benchmarks of services that call Discord.
+//!
+//! Why it exists: the service under test must be exercised over real HTTP
+//! against something that behaves like Discord (pagination rules, error
+//! codes, rate-limit headers and 429s) and that can be made to fail on
+//! demand. README.md is the contract; this file only wires the parts:
+//!
+//! - `cli`: flags → `Config`;
+//! - `world`: the immutable bots/guilds/channels/members/messages;
+//! - `http`: the blocking HTTP/1.1 server (thread per connection);
+//! - `app`: the request pipeline (faults → route → auth → limits → answer);
+//! - `api`: Discord routes and JSON bodies;
+//! - `ratelimit`: per-route buckets and the global limit;
+//! - `faults`, `observe`, `control`: the `/_fake/` test API.
+//!
+//! Start-up contract: exactly one line on stdout,
+//! `fake-discord listening on http://HOST:PORT`, flushed, once the socket
+//! is bound. Errors go to stderr with exit code 2.
+
+mod api;
+mod app;
+mod cli;
+mod control;
+mod faults;
+mod http;
+mod observe;
+mod ratelimit;
+mod timefmt;
+mod world;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use app::{App, Options};
+use ratelimit::Limits;
+use world::World;
+
+fn main() -> ExitCode {
+    let start = Instant::now();
+    let config = match cli::parse(std::env::args().skip(1)) {
+        Ok(cli::Command::Run(config)) => config,
+        Ok(cli::Command::Help) => {
+            print!("{}", cli::usage());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("fake-discord: {e}\n\n{}", cli::usage());
+            return ExitCode::from(2);
+        }
+    };
+    let world = match &config.world {
+        Some(path) => World::load(path),
+        None => Ok(World::demo()),
+    };
+    let world = match world {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("fake-discord: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind((config.host.as_str(), config.port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "fake-discord: cannot listen on {}:{}: {e}",
+                config.host, config.port
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let port = match listener.local_addr() {
+        Ok(addr) => addr.port(),
+        Err(e) => {
+            eprintln!("fake-discord: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = Options {
+        limits: config.ratelimit.then_some(Limits {
+            route_limit: config.route_limit,
+            route_window: config.route_window,
+            global_limit: config.global_limit,
+        }),
+        latency: config.latency,
+    };
+    let app = Arc::new(App::new(world, options, start));
+
+    // An IPv6 literal needs brackets in a URL.
+    let host = if config.host.contains(':') {
+        format!("[{}]", config.host)
+    } else {
+        config.host.clone()
+    };
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "fake-discord listening on http://{host}:{port}");
+    let _ = stdout.flush();
+
+    http::serve(listener, app);
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,313 @@
+//! The request pipeline: the one place that knows the order in which Discord
+//! applies its checks, and the glue between the world, the limiter, the
+//! fault queue and the request log.
+//!
+//! Why it exists: the order matters to clients. For a request under
+//! `/api/v10` the fake does, in order:
+//! 1. take a queued fault (it replaces the answer, except `latency`);
+//! 2. match the route (404, then 405 for another method);
+//! 3. authenticate `Authorization: Bot <token>` (401);
+//! 4. rate-limit: global per bot, then the route bucket (429);
+//! 5. answer from the world (200, 400, 403, 404).
+//!
+//! Every step's outcome is logged once, before any deliberate delay, so the
+//! log shows requests in arrival order even while their answers are delayed.
+//!
+//! Invariant: no lock is held while sleeping (latency, hang).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::api::{self, ApiError, Route};
+use crate::control;
+use crate::faults::{DEFAULT_HANG, Fault, FaultKind, FaultQueue};
+use crate::http::{Handler, Outcome, Request, Response};
+use crate::observe::{Record, Recorder};
+use crate::ratelimit::{BucketState, Decision, Limiter, Limits};
+use crate::timefmt::{ceil_ms, secs_3dp, unix_now_ms};
+use crate::world::{Bot, World};
+
+/// Prefix of every Discord route.
+pub const API_PREFIX: &str = "/api/v10";
+/// Prefix of the control API.
+pub const CONTROL_PREFIX: &str = "/_fake";
+
+/// Runtime options that shape answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// `None` disables rate limiting (and its headers) entirely.
+    pub limits: Option<Limits>,
+    /// Fixed delay added to every Discord-route answer.
+    pub latency: Duration,
+}
+
+/// Everything the handlers share.
+pub struct App {
+    pub world: World,
+    pub options: Options,
+    pub limiter: Option<Limiter>,
+    pub faults: FaultQueue,
+    pub recorder: Recorder,
+    /// Tokens revoked through the control API.
+    pub revoked: Mutex<HashSet<String>>,
+}
+
+impl App {
+    pub fn new(world: World, options: Options, start: Instant) -> App {
+        App {
+            world,
+            options,
+            limiter: options.limits.map(Limiter::new),
+            faults: FaultQueue::default(),
+            recorder: Recorder::new(start),
+            revoked: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// `POST /_fake/reset`: back to the state at start-up (the world stays).
+    pub fn reset(&self) {
+        self.faults.clear();
+        self.recorder.reset();
+        if let Some(limiter) = &self.limiter {
+            limiter.reset();
+        }
+        self.revoked.lock().unwrap().clear();
+    }
+
+    /// The bot a token authenticates, unless revoked.
+    fn authenticate(&self, token: Option<&str>) -> Option<&Bot> {
+        let bot = self.world.bot_by_token(token?)?;
+        let revoked = self.revoked.lock().unwrap().contains(&bot.token);
+        (!revoked).then_some(bot)
+    }
+
+    /// Handles one request that is not for the control API.
+    fn discord(&self, req: &Request) -> Outcome {
+        let authorization = req.header("authorization");
+        let token = authorization.and_then(|h| h.strip_prefix("Bot "));
+        let scheme_ok = token.is_some_and(|t| !t.is_empty() && !t.contains(char::is_whitespace));
+        let bot = self.authenticate(token.filter(|_| scheme_ok));
+        let mut record = Record {
+            method: req.method.clone(),
+            target: req.target.clone(),
+            bot_id: bot.map(|b| b.id),
+            user_agent: req.header("user-agent").map(str::to_string),
+            authorization_scheme_ok: scheme_ok,
+            status: None,
+            scope: None,
+            fault: None,
+        };
+
+        let path = req.path();
+        let in_api = path
+            .strip_prefix(API_PREFIX)
+            .filter(|rest| rest.starts_with('/'));
+        let fault = in_api.and_then(|_| self.faults.take(&req.target));
+        record.fault = fault.as_ref().map(|f| f.kind.name());
+        let route = in_api.and_then(Route::parse);
+        let now = Instant::now();
+
+        let mut delay = self.options.latency;
+        let response = match &fault {
+            Some(f) if f.kind == FaultKind::Hang => {
+                self.recorder.record(record);
+                thread::sleep(f.ms.map_or(DEFAULT_HANG, Duration::from_millis));
+                return Outcome::Close;
+            }
+            Some(f) if f.kind == FaultKind::Drop => {
+                self.recorder.record(record);
+                return Outcome::Close;
+            }
+            Some(f) if f.kind != FaultKind::Latency => {
+                let resp = self.injected(f, route.as_ref(), bot, now);
+                if let (Some(limiter), Some(bot)) = (&self.limiter, bot)
+                    && resp.status != 429
+                {
+                    limiter.note_global(&bot.token, now);
+                }
+                resp
+            }
+            _ => {
+                if let Some(f) = &fault {
+                    delay += Duration::from_millis(f.ms.unwrap_or(0));
+                }
+                self.answer(req, route.as_ref(), bot, now)
+            }
+        };
+
+        record.status = Some(response.status);
+        record.scope = response.header("X-RateLimit-Scope").map(str::to_string);
+        self.recorder.record(record);
+        if !delay.is_zero() {
+            thread::sleep(delay);
+        }
+        Outcome::Respond(response)
+    }
+
+    /// The real answer: route, auth, rate limit, world.
+    fn answer(
+        &self,
+        req: &Request,
+        route: Option<&Route>,
+        bot: Option<&Bot>,
+        now: Instant,
+    ) -> Response {
+        let Some(route) = route else {
+            return error(ApiError::not_found());
+        };
+        if !route.allows(&req.method) {
+            return error(ApiError::method_not_allowed());
+        }
+        let Some(bot) = bot else {
+            return error(ApiError::unauthorized());
+        };
+        let Some(limiter) = &self.limiter else {
+            return result(api::handle(route, &self.world, bot, req.query()));
+        };
+        let hash = route.bucket_hash();
+        match limiter.check(&bot.token, hash, route.top_level(), now) {
+            Decision::Allowed(state) => with_bucket_headers(
+                result(api::handle(route, &self.world, bot, req.query())),
+                state,
+                hash,
+            ),
+            Decision::RouteLimited(state) => user_429(state, hash),
+            Decision::GlobalLimited { retry_after } => global_429(ceil_ms(retry_after)),
+        }
+    }
+
+    /// The response for an injected fault other than hang, drop and latency.
+    fn injected(
+        &self,
+        fault: &Fault,
+        route: Option<&Route>,
+        bot: Option<&Bot>,
+        now: Instant,
+    ) -> Response {
+        let retry_ms = ((fault.retry_after_secs() * 1000.0).ceil() as u64).max(1);
+        match fault.kind {
+            FaultKind::Status500 => Response::json(
+                500,
+                &json!({ "message": "500: Internal Server Error", "code": 0 }),
+            ),
+            FaultKind::Status502 => Response::json(
+                502,
+                &json!({
+                    "message": "There was not a gateway available to process your request. Wait a bit and retry.",
+                    "code": 0,
+                }),
+            ),
+            FaultKind::Status503 => Response::json(
+                503,
+                &json!({ "message": "503: Service Unavailable", "code": 0 }),
+            ),
+            FaultKind::NotJson => Response {
+                status: 200,
+                headers: vec![("Content-Type".into(), "text/html; charset=UTF-8".into())],
+                body: NOT_JSON_BODY.as_bytes().to_vec(),
+            },
+            FaultKind::User429 => {
+                let state = BucketState {
+                    limit: self.options.limits.map_or(1, |l| l.route_limit),
+                    remaining: 0,
+                    reset_after: Duration::from_millis(retry_ms),
+                };
+                match route {
+                    Some(r) => user_429(state, r.bucket_hash()),
+                    None => rate_limited(LIMITED_MESSAGE, retry_ms, false, "user"),
+                }
+            }
+            FaultKind::Shared429 => {
+                let resp = rate_limited(SHARED_MESSAGE, retry_ms, false, "shared");
+                // Like Discord's example: the bucket headers describe the
+                // route's own (not exhausted) bucket and disagree with
+                // retry_after, which is the value to trust.
+                match (route, bot, &self.limiter) {
+                    (Some(r), Some(b), Some(l)) => {
+                        let state = l.peek(&b.token, r.bucket_hash(), r.top_level(), now);
+                        with_bucket_headers(resp, state, r.bucket_hash())
+                    }
+                    _ => resp,
+                }
+            }
+            FaultKind::Global429 => global_429(retry_ms),
+            FaultKind::Hang | FaultKind::Drop | FaultKind::Latency => {
+                unreachable!("handled by the caller")
+            }
+        }
+    }
+}
+
+impl Handler for App {
+    fn handle(&self, req: &Request) -> Outcome {
+        let path = req.path();
+        match path.strip_prefix(CONTROL_PREFIX) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                Outcome::Respond(control::handle(self, req, rest))
+            }
+            _ => self.discord(req),
+        }
+    }
+}
+
+/// 429 message for user and global limits (rate-limits.mdx examples).
+const LIMITED_MESSAGE: &str = "You are being rate limited.";
+/// 429 message for shared (per-resource) limits.
+const SHARED_MESSAGE: &str = "The resource is being rate limited.";
+
+/// What an HTML error page from a proxy in front of Discord looks like.
+const NOT_JSON_BODY: &str = "<!DOCTYPE html>\n<html><head><title>Error</title></head>\
+<body><h1>Something went wrong</h1><p>This is not JSON.</p></body></html>\n";
+
+fn error(e: ApiError) -> Response {
+    Response::json(e.status, &e.body)
+}
+
+fn result(r: Result<serde_json::Value, ApiError>) -> Response {
+    match r {
+        Ok(body) => Response::json(200, &body),
+        Err(e) => error(e),
+    }
+}
+
+/// Adds the five `X-RateLimit-*` headers describing `state`.
+fn with_bucket_headers(resp: Response, state: BucketState, hash: &str) -> Response {
+    let reset_after_ms = ceil_ms(state.reset_after);
+    resp.with_header("X-RateLimit-Limit", state.limit.to_string())
+        .with_header("X-RateLimit-Remaining", state.remaining.to_string())
+        .with_header(
+            "X-RateLimit-Reset",
+            secs_3dp(unix_now_ms() + reset_after_ms),
+        )
+        .with_header("X-RateLimit-Reset-After", secs_3dp(reset_after_ms))
+        .with_header("X-RateLimit-Bucket", hash)
+}
+
+/// A 429 body and `Retry-After` (whole seconds, rounded up) plus the scope.
+fn rate_limited(message: &str, retry_ms: u64, global: bool, scope: &str) -> Response {
+    Response::json(
+        429,
+        &json!({
+            "message": message,
+            "retry_after": retry_ms as f64 / 1000.0,
+            "global": global,
+        }),
+    )
+    .with_header("Retry-After", retry_ms.div_ceil(1000).to_string())
+    .with_header("X-RateLimit-Scope", scope)
+}
+
+/// An exhausted route bucket.
+fn user_429(state: BucketState, hash: &str) -> Response {
+    let retry_ms = ceil_ms(state.reset_after).max(1);
+    with_bucket_headers(rate_limited(LIMITED_MESSAGE, retry_ms, false, "user"), state, hash)
+}
+
+/// The bot's global limit; Discord sends no bucket headers with it.
+fn global_429(retry_ms: u64) -> Response {
+    rate_limited(LIMITED_MESSAGE, retry_ms.max(1), true, "global").with_header("X-RateLimit-Global", "true")
+}

@@ -1,0 +1,219 @@
+//! Command-line options.
+//!
+//! Why it exists: the fake takes a handful of flags and we avoid a parser
+//! dependency. One table, [`OPTIONS`], drives both parsing and `--help`, so
+//! the two cannot drift apart (README.md repeats the table).
+//!
+//! Invariant: [`parse`] either returns a fully validated [`Config`] or an
+//! error message; nothing downstream re-checks flag values.
+
+use std::time::Duration;
+
+/// One flag: its name, value placeholder (`None` for switches), default and help.
+struct Opt {
+    flag: &'static str,
+    value: Option<&'static str>,
+    default: &'static str,
+    help: &'static str,
+}
+
+const OPTIONS: &[Opt] = &[
+    Opt {
+        flag: "--host",
+        value: Some("HOST"),
+        default: "127.0.0.1",
+        help: "address to listen on",
+    },
+    Opt {
+        flag: "--port",
+        value: Some("PORT"),
+        default: "0",
+        help: "port to listen on; 0 picks a free one (printed at start)",
+    },
+    Opt {
+        flag: "--world",
+        value: Some("FILE"),
+        default: "built-in demo world",
+        help: "JSON world file (see README.md)",
+    },
+    Opt {
+        flag: "--route-limit",
+        value: Some("N"),
+        default: "5",
+        help: "requests per route bucket per window",
+    },
+    Opt {
+        flag: "--route-window-ms",
+        value: Some("MS"),
+        default: "1000",
+        help: "length of a route bucket window",
+    },
+    Opt {
+        flag: "--global-limit",
+        value: Some("N"),
+        default: "50",
+        help: "requests per bot in any rolling second",
+    },
+    Opt {
+        flag: "--latency-ms",
+        value: Some("MS"),
+        default: "0",
+        help: "fixed delay added to every Discord-route answer",
+    },
+    Opt {
+        flag: "--no-ratelimit",
+        value: None,
+        default: "off",
+        help: "disable rate limiting and X-RateLimit-* headers",
+    },
+    Opt {
+        flag: "--help",
+        value: None,
+        default: "",
+        help: "print this help",
+    },
+];
+
+/// Validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub world: Option<String>,
+    pub route_limit: u32,
+    pub route_window: Duration,
+    pub global_limit: u32,
+    pub latency: Duration,
+    pub ratelimit: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            host: "127.0.0.1".into(),
+            port: 0,
+            world: None,
+            route_limit: 5,
+            route_window: Duration::from_millis(1000),
+            global_limit: 50,
+            latency: Duration::ZERO,
+            ratelimit: true,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Run(Config),
+    Help,
+}
+
+/// The `--help` text.
+pub fn usage() -> String {
+    let mut out = String::from(
+        "fake-discord: a fake of Discord's REST API v10 for tests\n\n\
+         Usage: fake-discord [OPTIONS]\n\nOptions:\n",
+    );
+    for o in OPTIONS {
+        let left = match o.value {
+            Some(v) => format!("{} {v}", o.flag),
+            None => o.flag.to_string(),
+        };
+        let default = if o.default.is_empty() {
+            String::new()
+        } else {
+            format!(" [default: {}]", o.default)
+        };
+        out.push_str(&format!("  {left:<22} {}{default}\n", o.help));
+    }
+    out.push_str("\nClients use http://HOST:PORT/api/v10; the control API is under /_fake/.\n");
+    out
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str, min: T) -> Result<T, String>
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    match value.parse::<T>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!("{flag} expects an integer >= {min}, got {value:?}")),
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut cfg = Config::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let opt = OPTIONS
+            .iter()
+            .find(|o| o.flag == flag)
+            .ok_or_else(|| format!("unknown argument {arg:?}"))?;
+        let value = match (opt.value, inline) {
+            (None, None) => String::new(),
+            (None, Some(_)) => return Err(format!("{flag} takes no value")),
+            (Some(_), Some(v)) => v,
+            (Some(_), None) => args
+                .next()
+                .ok_or_else(|| format!("{flag} expects a value"))?,
+        };
+        match opt.flag {
+            "--help" => return Ok(Command::Help),
+            "--host" => cfg.host = value,
+            "--port" => cfg.port = number(&flag, &value, 0)?,
+            "--world" => cfg.world = Some(value),
+            "--route-limit" => cfg.route_limit = number(&flag, &value, 1)?,
+            "--route-window-ms" => {
+                cfg.route_window = Duration::from_millis(number(&flag, &value, 1)?)
+            }
+            "--global-limit" => cfg.global_limit = number(&flag, &value, 1)?,
+            "--latency-ms" => cfg.latency = Duration::from_millis(number(&flag, &value, 0)?),
+            "--no-ratelimit" => cfg.ratelimit = false,
+            _ => unreachable!("every option in OPTIONS is handled"),
+        }
+    }
+    Ok(Command::Run(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        assert_eq!(parse(args("")), Ok(Command::Run(Config::default())));
+        let Ok(Command::Run(c)) = parse(args(
+            "--port 8080 --route-limit=2 --no-ratelimit --latency-ms 5",
+        )) else {
+            panic!()
+        };
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.route_limit, 2);
+        assert!(!c.ratelimit);
+        assert_eq!(c.latency, Duration::from_millis(5));
+        assert_eq!(parse(args("--help")), Ok(Command::Help));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(parse(args("--route-limit 0")).is_err());
+        assert!(parse(args("--port x")).is_err());
+        assert!(parse(args("--bogus")).is_err());
+        assert!(parse(args("--world")).is_err());
+    }
+
+    #[test]
+    fn usage_lists_every_flag() {
+        let u = usage();
+        assert!(OPTIONS.iter().all(|o| u.contains(o.flag)));
+    }
+}
