@@ -304,10 +304,15 @@ fn rate_limited(message: &str, retry_ms: u64, global: bool, scope: &str) -> Resp
 /// An exhausted route bucket.
 fn user_429(state: BucketState, hash: &str) -> Response {
     let retry_ms = ceil_ms(state.reset_after).max(1);
-    with_bucket_headers(rate_limited(LIMITED_MESSAGE, retry_ms, false, "user"), state, hash)
+    with_bucket_headers(
+        rate_limited(LIMITED_MESSAGE, retry_ms, false, "user"),
+        state,
+        hash,
+    )
 }
 
 /// The bot's global limit; Discord sends no bucket headers with it.
 fn global_429(retry_ms: u64) -> Response {
-    rate_limited(LIMITED_MESSAGE, retry_ms.max(1), true, "global").with_header("X-RateLimit-Global", "true")
+    rate_limited(LIMITED_MESSAGE, retry_ms.max(1), true, "global")
+        .with_header("X-RateLimit-Global", "true")
 }

@@ -131,9 +131,9 @@ pub fn usage() -> String {
     out
 }
 
-fn number<T: std::str::FromStr>(flag: &str, value: &str, min: T) -> Result<T, String>
+fn number<T>(flag: &str, value: &str, min: T) -> Result<T, String>
 where
-    T: PartialOrd + std::fmt::Display,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
 {
     match value.parse::<T>() {
         Ok(n) if n >= min => Ok(n),

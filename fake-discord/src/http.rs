@@ -32,6 +32,10 @@ const MAX_HEADERS: usize = 64;
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a write may block on a client that does not read.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a refused connection's remaining input is drained before closing.
+const LINGER: Duration = Duration::from_millis(500);
+/// At most this much input is drained from a refused connection.
+const MAX_LINGER_BYTES: usize = 256 * 1024;
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -167,14 +171,16 @@ fn serve_connection(mut stream: TcpStream, handler: &dyn Handler) {
             Err(ReadError::Reject(status, message)) => {
                 let body = serde_json::json!({ "message": message, "code": 0 });
                 let _ = write_response(&mut stream, &Response::json(status, &body), false);
-                let _ = stream.shutdown(Shutdown::Both);
+                lingering_close(stream);
                 return;
             }
         };
-        let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(&req))).unwrap_or_else(|_| {
-            let body = serde_json::json!({ "message": "500: Internal Server Error", "code": 0 });
-            Outcome::Respond(Response::json(500, &body))
-        });
+        let outcome =
+            catch_unwind(AssertUnwindSafe(|| handler.handle(&req))).unwrap_or_else(|_| {
+                let body =
+                    serde_json::json!({ "message": "500: Internal Server Error", "code": 0 });
+                Outcome::Respond(Response::json(500, &body))
+            });
         match outcome {
             Outcome::Respond(resp) => {
                 if write_response(&mut stream, &resp, keep_alive).is_err() || !keep_alive {
@@ -186,6 +192,23 @@ fn serve_connection(mut stream: TcpStream, handler: &dyn Handler) {
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
+        }
+    }
+}
+
+/// Closes after an error response while the peer may still be sending.
+/// Closing a socket with unread input makes the kernel send RST, which can
+/// destroy the response before the client reads it; so stop writing, then
+/// discard input for a short while before closing.
+fn lingering_close(mut stream: TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(LINGER));
+    let mut sink = [0u8; READ_CHUNK];
+    let mut discarded = 0;
+    while discarded < MAX_LINGER_BYTES {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => discarded += n,
         }
     }
 }
@@ -209,12 +232,18 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Request, b
             break pos + 4;
         }
         if buf.len() >= MAX_HEAD {
-            return Err(ReadError::Reject(431, "431: Request Header Fields Too Large"));
+            return Err(ReadError::Reject(
+                431,
+                "431: Request Header Fields Too Large",
+            ));
         }
         fill(stream, buf)?;
     };
     if head_len > MAX_HEAD {
-        return Err(ReadError::Reject(431, "431: Request Header Fields Too Large"));
+        return Err(ReadError::Reject(
+            431,
+            "431: Request Header Fields Too Large",
+        ));
     }
 
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -222,7 +251,10 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Request, b
     match parsed.parse(&buf[..head_len]) {
         Ok(httparse::Status::Complete(_)) => {}
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(ReadError::Reject(431, "431: Request Header Fields Too Large"));
+            return Err(ReadError::Reject(
+                431,
+                "431: Request Header Fields Too Large",
+            ));
         }
         Ok(httparse::Status::Partial) | Err(_) => {
             return Err(ReadError::Reject(400, "400: Bad Request"));
@@ -313,7 +345,11 @@ fn reason(status: u16) -> &'static str {
 fn write_response(stream: &mut TcpStream, resp: &Response, keep_alive: bool) -> io::Result<()> {
     let mut out = Vec::with_capacity(256 + resp.body.len());
     write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status))?;
-    write!(out, "Date: {}\r\n", timefmt::http_date(timefmt::unix_now_ms()))?;
+    write!(
+        out,
+        "Date: {}\r\n",
+        timefmt::http_date(timefmt::unix_now_ms())
+    )?;
     for (name, value) in &resp.headers {
         write!(out, "{name}: {value}\r\n")?;
     }

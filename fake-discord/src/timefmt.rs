@@ -119,7 +119,10 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000000+00:00");
-        assert_eq!(iso8601(DISCORD_EPOCH_MS), "2015-01-01T00:00:00.000000+00:00");
+        assert_eq!(
+            iso8601(DISCORD_EPOCH_MS),
+            "2015-01-01T00:00:00.000000+00:00"
+        );
         // 2020-02-29T23:59:59.999Z, a leap day.
         assert_eq!(
             iso8601(1_583_020_799_999),

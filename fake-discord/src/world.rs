@@ -227,7 +227,10 @@ impl World {
         let mut bots = Vec::new();
         let mut bot_by_token = HashMap::new();
         for spec in bot_specs {
-            if bot_by_token.insert(spec.token.clone(), bots.len()).is_some() {
+            if bot_by_token
+                .insert(spec.token.clone(), bots.len())
+                .is_some()
+            {
                 return Err(format!("duplicate bot token for bot {}", spec.id));
             }
             let mut member_of: HashSet<u64> = HashSet::new();
