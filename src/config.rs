@@ -13,6 +13,8 @@ use clap::{Parser, ValueEnum};
 #[command(
     name = "discord-bot-backend",
     version,
+    allow_negative_numbers = true,
+    args_override_self = true,
     about = "Holds Discord bot tokens server-side and serves guilds, members, channels and \
              messages to clients that present a session ID."
 )]

@@ -57,6 +57,9 @@ fn init_logging(config: &Config) {
         .set_time_format_rfc3339()
         .set_thread_level(log::LevelFilter::Off)
         .set_target_level(log::LevelFilter::Off)
+        // Only our own log lines: ureq logs request headers (the bot token)
+        // at debug and trace, and so might any other dependency.
+        .add_filter_allow_str("discord_bot_backend")
         .build();
     let _ = simplelog::WriteLogger::init(config.log_level.filter(), log_config, std::io::stderr());
     // A panic in a handler is caught and answered 500; log it as one line,
@@ -82,6 +85,16 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 fn run(config: &Config) -> Result<(), String> {
+    // Each connection is a file descriptor; the usual soft limit of 1024
+    // would cap us far below --max-connections. Raise it to the hard limit.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < u64::from(config.max_connections) + 64 => log::warn!(
+            "open-file limit {limit} is below --max-connections {}; raise `ulimit -n`",
+            config.max_connections
+        ),
+        Ok(_) => {}
+        Err(err) => log::warn!("cannot raise the open-file limit: {err}"),
+    }
     let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(
         config.max_sessions as usize,
         config.session_idle_timeout(),

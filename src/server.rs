@@ -665,6 +665,41 @@ mod tests {
         assert!(content_length(&req).unwrap() > MAX_BODY);
     }
 
+    struct Panicky;
+
+    impl Handler for Panicky {
+        fn handle(&self, request: &Request) -> Response {
+            if request.path() == "/panic" {
+                panic!("handler bug");
+            }
+            Response::json(200, b"{}".to_vec())
+        }
+        fn refuse(&self, _: Option<&Request>, error: ApiError) -> Response {
+            error.to_response()
+        }
+    }
+
+    #[test]
+    fn a_handler_panic_is_a_500_and_the_worker_lives_on() {
+        let limits = Limits {
+            client_timeout: Duration::from_secs(5),
+            max_connections: 8,
+            workers: 1,
+        };
+        let server = Server::start("127.0.0.1:0", limits, Arc::new(Panicky)).unwrap();
+        let exchange = |path: &str| {
+            let mut stream = TcpStream::connect(server.local_addr()).unwrap();
+            write!(stream, "GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            reply
+        };
+        assert!(exchange("/panic").starts_with("HTTP/1.1 500"));
+        // The only worker survived.
+        assert!(exchange("/ok").starts_with("HTTP/1.1 200"));
+        assert_eq!(server.shutdown(Duration::from_secs(1)), 0);
+    }
+
     #[test]
     fn connection_close_is_announced() {
         let bytes = encode(&Response::json(200, b"{}".to_vec()), false, false);
