@@ -17,6 +17,8 @@ const RSS_BOUND_KIB: u64 = 96 * 1024;
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
 fn setup(flags: &[&str]) -> (Fake, Service) {
+    // This process holds thousands of sockets in some tests.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let fake = Fake::start(&standard());
     let service = Service::start(&fake, flags);
     (fake, service)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make demo`: the service in front of the bundled fake Discord, offline.
+# Prints curl commands that work against it; Ctrl-C stops both.
+set -euo pipefail
+bin=${1:-target/release}
+port=${PORT:-3000}
+
+"$bin/fake-discord" --port 0 > /tmp/fake-discord-demo.out &
+fake=$!
+trap 'kill $fake $svc 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
+for _ in $(seq 50); do
+  grep -q "listening on" /tmp/fake-discord-demo.out 2>/dev/null && break
+  sleep 0.1
+done
+fake_url=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' /tmp/fake-discord-demo.out | head -1)
+
+"$bin/discord-bot-backend" --port "$port" --discord-api "$fake_url/api/v10" &
+svc=$!
+sleep 0.5
+base="http://127.0.0.1:$port"
+cat <<TXT
+
+  Fake Discord: $fake_url    Service: $base
+  Demo bot token: demo-bot-token
+
+  # log in; copy sessionId from the answer
+  curl -s -X POST $base/api/auth/login -H 'Content-Type: application/json' -d '{"token": "demo-bot-token"}'
+  S=\$(curl -s -X POST $base/api/auth/login -d '{"token": "Bot demo-bot-token"}' | sed 's/.*"sessionId":"\([^"]*\)".*/\1/')
+
+  curl -s $base/api/guilds -H "Authorization: \$S"
+  curl -s "$base/api/members?limit=5" -H "Authorization: \$S"
+  curl -s $base/api/channels -H "Authorization: Bearer \$S"
+  curl -s "$base/api/messages?channelId=<id from /api/channels>&limit=3" -H "Authorization: \$S"
+  curl -s -X POST $base/api/auth/logout -H "Authorization: \$S"
+  curl -s $base/healthz
+
+  Ctrl-C stops both.
+TXT
+wait $svc
