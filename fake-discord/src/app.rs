@@ -13,10 +13,12 @@
 //! Every step's outcome is logged once, before any deliberate delay, so the
 //! log shows requests in arrival order even while their answers are delayed.
 //!
-//! Invariant: no lock is held while sleeping (latency, hang).
+//! Invariants: no lock is held while sleeping (latency, hang), and locks
+//! are taken through `PoisonError::into_inner`: a panicking request is
+//! answered 500 by `http.rs` and must not wedge every later request.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -75,13 +77,20 @@ impl App {
         if let Some(limiter) = &self.limiter {
             limiter.reset();
         }
-        self.revoked.lock().unwrap().clear();
+        self.revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// The bot a token authenticates, unless revoked.
     fn authenticate(&self, token: Option<&str>) -> Option<&Bot> {
         let bot = self.world.bot_by_token(token?)?;
-        let revoked = self.revoked.lock().unwrap().contains(&bot.token);
+        let revoked = self
+            .revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&bot.token);
         (!revoked).then_some(bot)
     }
 

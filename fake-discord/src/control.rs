@@ -8,6 +8,8 @@
 //! Invariant: control requests are never logged, never rate limited and never
 //! consume faults, so observing the fake does not change what it observes.
 
+use std::sync::PoisonError;
+
 use serde_json::{Value, json};
 
 use crate::app::App;
@@ -101,7 +103,10 @@ fn revoke(app: &App, req: &Request) -> Response {
     let Some(bot) = app.world.bot_by_token(token) else {
         return not_found("unknown token");
     };
-    app.revoked.lock().unwrap().insert(token.to_string());
+    app.revoked
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(token.to_string());
     ok(json!({ "revoked": true, "bot_id": bot.id.to_string() }))
 }
 

@@ -9,7 +9,7 @@
 //! consumes at most one fault (the first queued one whose `path_contains`
 //! matches), and a fault with `count` N is applied to exactly N requests.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -156,20 +156,29 @@ pub struct FaultQueue {
 
 impl FaultQueue {
     pub fn push(&self, fault: Fault) {
-        self.queue.lock().unwrap().push(fault);
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(fault);
     }
 
     pub fn clear(&self) {
-        self.queue.lock().unwrap().clear();
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     pub fn pending(&self) -> Vec<Fault> {
-        self.queue.lock().unwrap().clone()
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Consumes one application of the first fault matching `target`.
     pub fn take(&self, target: &str) -> Option<Fault> {
-        let mut queue = self.queue.lock().unwrap();
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let index = queue.iter().position(|f| {
             f.path_contains
                 .as_deref()

@@ -11,7 +11,7 @@
 //!   [`MAX_LOG_ENTRIES`] (later entries are then counted, not stored).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -75,12 +75,12 @@ impl Recorder {
 
     /// Clears the log and all statistics (`at_ms` keeps counting from start).
     pub fn reset(&self) {
-        *self.inner.lock().unwrap() = Inner::default();
+        *self.inner.lock().unwrap_or_else(PoisonError::into_inner) = Inner::default();
     }
 
     /// Appends a request to the log and updates the statistics.
     pub fn record(&self, record: Record) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let at = self.start.elapsed();
         inner.total += 1;
         match record.status {
@@ -108,7 +108,7 @@ impl Recorder {
 
     /// `GET /_fake/requests`: entries with `seq >= since`, in arrival order.
     pub fn requests_json(&self, since: u64) -> Value {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let start = inner.entries.partition_point(|e| e.seq < since);
         Value::Array(
             inner.entries[start..]
@@ -134,7 +134,7 @@ impl Recorder {
 
     /// `GET /_fake/stats`.
     pub fn stats_json(&self) -> Value {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let by_status: serde_json::Map<String, Value> = inner
             .by_status
             .iter()

@@ -17,7 +17,7 @@
 //! never overshoot a limit.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The rolling window of the global limit.
@@ -94,7 +94,7 @@ impl Limiter {
 
     /// Forgets all buckets and global windows.
     pub fn reset(&self) {
-        *self.state.lock().unwrap() = State::default();
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = State::default();
     }
 
     /// Checks a request and counts it if allowed.
@@ -105,7 +105,7 @@ impl Limiter {
         resource: Option<&str>,
         now: Instant,
     ) -> Decision {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let State { buckets, global } = &mut *state;
 
         let recent = global.entry(token.to_string()).or_default();
@@ -162,7 +162,7 @@ impl Limiter {
         resource: Option<&str>,
         now: Instant,
     ) -> BucketState {
-        let state = self.state.lock().unwrap();
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let key = BucketKey {
             token: token.to_string(),
             hash,
@@ -189,7 +189,7 @@ impl Limiter {
     /// (an injected non-429 fault) against the bot's global window, so the
     /// global limit and the `max_in_any_second` statistic agree.
     pub fn note_global(&self, token: &str, now: Instant) {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let recent = state.global.entry(token.to_string()).or_default();
         prune(recent, now);
         recent.push_back(now);
