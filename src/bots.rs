@@ -12,12 +12,21 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::ratelimit::BotLimiter;
+use crate::ratelimit::{BotLimiter, InFlightGate};
+
+/// How long a token Discord rejected is refused without asking Discord:
+/// rejected tokens do not come back, and each retry would count toward the
+/// host's invalid-request limit.
+const REJECTED_TTL: Duration = Duration::from_secs(3600);
+/// Rejected-token fingerprints kept at most.
+const MAX_REJECTED: usize = 100_000;
 
 /// A bot token. Deliberately opaque.
 pub struct Token(String);
@@ -69,6 +78,13 @@ pub struct Bot {
     /// and the registry forgets the entry so the next login starts afresh.
     rejected: AtomicBool,
     pub limiter: BotLimiter,
+    pub in_flight: InFlightGate,
+}
+
+impl AsRef<InFlightGate> for Bot {
+    fn as_ref(&self) -> &InFlightGate {
+        &self.in_flight
+    }
 }
 
 impl Bot {
@@ -102,12 +118,64 @@ impl fmt::Debug for Bot {
 
 /// Token → bot, so a second login with the same token joins the first bot's
 /// limits instead of starting a parallel set.
-#[derive(Default)]
 pub struct BotRegistry {
     bots: Mutex<HashMap<String, Weak<Bot>>>,
+    /// Fingerprints (keyed hashes, not tokens) of tokens Discord rejected.
+    rejected: Mutex<HashMap<u64, Instant>>,
+    fingerprint_key: std::collections::hash_map::RandomState,
+    global_per_second: u32,
+    max_in_flight: usize,
 }
 
 impl BotRegistry {
+    /// `global_per_second`: each bot's global limit; `max_in_flight`: how
+    /// many of one bot's requests may be worked on at once.
+    pub fn new(global_per_second: u32, max_in_flight: usize) -> Self {
+        BotRegistry {
+            bots: Mutex::new(HashMap::new()),
+            rejected: Mutex::new(HashMap::new()),
+            fingerprint_key: Default::default(),
+            global_per_second,
+            max_in_flight,
+        }
+    }
+
+    fn fingerprint(&self, token: &Token) -> u64 {
+        self.fingerprint_key.hash_one(&token.0)
+    }
+
+    /// Whether Discord rejected this token within the last hour.
+    pub fn was_rejected(&self, token: &Token) -> bool {
+        let fingerprint = self.fingerprint(token);
+        self.rejected
+            .lock()
+            .get(&fingerprint)
+            .is_some_and(|at| at.elapsed() < REJECTED_TTL)
+    }
+
+    /// Remembers that Discord rejected this bot's token.
+    pub fn remember_rejected(&self, bot: &Bot) {
+        let fingerprint = self.fingerprint(&bot.token);
+        let mut rejected = self.rejected.lock();
+        if rejected.len() >= MAX_REJECTED {
+            rejected.retain(|_, at| at.elapsed() < REJECTED_TTL);
+            if rejected.len() >= MAX_REJECTED {
+                rejected.clear();
+            }
+        }
+        rejected.insert(fingerprint, Instant::now());
+    }
+
+    /// Whether a live bot with a session holds this token: a login with it
+    /// is very likely to succeed.
+    pub fn is_live(&self, token: &Token) -> bool {
+        self.bots
+            .lock()
+            .get(&token.0)
+            .and_then(Weak::upgrade)
+            .is_some_and(|bot| !bot.is_rejected() && !bot.identity().id.is_empty())
+    }
+
     /// The live bot for this token, or a new one. A bot whose token Discord
     /// rejected is replaced, so a fresh login gets one fresh attempt.
     pub fn get_or_create(&self, token: Token) -> Arc<Bot> {
@@ -122,7 +190,8 @@ impl BotRegistry {
             token,
             identity: RwLock::new(Identity::default()),
             rejected: AtomicBool::new(false),
-            limiter: BotLimiter::new(),
+            limiter: BotLimiter::new(self.global_per_second),
+            in_flight: InFlightGate::new(self.max_in_flight),
         });
         bots.insert(key, Arc::downgrade(&bot));
         bot
@@ -135,6 +204,9 @@ impl BotRegistry {
         bots.retain(|_, bot| bot.strong_count() > 0);
         let live: Vec<Arc<Bot>> = bots.values().filter_map(Weak::upgrade).collect();
         drop(bots);
+        self.rejected
+            .lock()
+            .retain(|_, at| at.elapsed() < REJECTED_TTL);
         let now = std::time::Instant::now();
         for bot in &live {
             bot.limiter.sweep(now);
@@ -170,7 +242,7 @@ mod tests {
 
     #[test]
     fn same_token_shares_one_bot_until_the_last_holder_is_gone() {
-        let registry = BotRegistry::default();
+        let registry = BotRegistry::new(50, 8);
         let a = registry.get_or_create(Token::parse("t1").unwrap());
         let b = registry.get_or_create(Token::parse("Bot t1").unwrap());
         assert!(Arc::ptr_eq(&a, &b));
@@ -180,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_rejected_bot_is_replaced_on_next_login() {
-        let registry = BotRegistry::default();
+        let registry = BotRegistry::new(50, 8);
         let a = registry.get_or_create(Token::parse("t1").unwrap());
         a.mark_rejected();
         let b = registry.get_or_create(Token::parse("t1").unwrap());

@@ -73,6 +73,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     pub client_timeout_ms: u64,
 
+    /// Requests per second each bot may send Discord (Discord's global
+    /// limit is 50; raise it only for bots Discord granted more).
+    #[arg(long, env = "GLOBAL_RATE_LIMIT", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub global_rate_limit: u32,
+
+    /// Invalid Discord answers (401, 403, non-shared 429) in 10 minutes,
+    /// across all bots, past which logins with new tokens get 503. Discord
+    /// bans the host's IP at 10,000.
+    #[arg(long, env = "INVALID_REQUEST_THRESHOLD", default_value_t = 8000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub invalid_request_threshold: u64,
+
     /// Client connections open at once; one more is answered 503 and closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -94,6 +107,12 @@ impl Config {
 
     pub fn session_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.session_idle_timeout)
+    }
+
+    /// How many of one bot's requests may be worked on at once: half the
+    /// workers, so one flooded bot always leaves room for the others.
+    pub fn max_in_flight_per_bot(&self) -> usize {
+        (usize::from(self.workers) / 2).max(1)
     }
 }
 

@@ -12,11 +12,12 @@
 //!   request headers, and we never format the `Authorization` value).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::bots::Bot;
 use crate::error::ApiError;
-use crate::ratelimit::{Clock, Observed, RouteKey};
+use crate::guard::InvalidRequests;
+use crate::ratelimit::{Clock, Observed, RouteKey, Slot};
 use crate::snowflake::Snowflake;
 
 /// Discord requires `DiscordBot ($url, $versionNumber)`; other agents "may be
@@ -133,7 +134,7 @@ pub struct Discord {
     agent: ureq::Agent,
     base: String,
     clock: Arc<dyn Clock>,
-    max_wait: Duration,
+    invalid: Arc<InvalidRequests>,
 }
 
 impl Discord {
@@ -143,9 +144,9 @@ impl Discord {
     pub fn new(
         base: &str,
         upstream_timeout: Duration,
-        max_wait: Duration,
         pool: usize,
         clock: Arc<dyn Clock>,
+        invalid: Arc<InvalidRequests>,
     ) -> Discord {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -162,31 +163,35 @@ impl Discord {
             agent: config.into(),
             base: base.to_string(),
             clock,
-            max_wait,
+            invalid,
         }
     }
 
-    /// GETs a route for a bot: waits for the bot's rate limits (within the
-    /// wait budget), retries once on a 5xx or dropped connection, retries a
-    /// 429 when Discord's wait fits the budget. Returns Discord's JSON body.
-    pub fn get(&self, bot: &Bot, route: Route) -> Result<Vec<u8>, ApiError> {
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// GETs a route for a bot: waits for the bot's rate limits (never past
+    /// `deadline`, the client request's wait budget), retries once on a 5xx
+    /// or dropped connection, retries a 429 when Discord's wait ends before
+    /// the deadline. Returns Discord's JSON body.
+    pub fn get(&self, bot: &Bot, route: Route, deadline: Instant) -> Result<Vec<u8>, ApiError> {
         let key = route.key();
         let url = format!("{}{}", self.base, route.path());
-        let wait_deadline = self.clock.now() + self.max_wait;
         let mut retried_failure = false;
         let mut rate_limited = 0;
         loop {
             if bot.is_rejected() {
                 return Err(ApiError::TokenRejected);
             }
-            bot.limiter
-                .acquire(key, &*self.clock, wait_deadline)
-                .map_err(|wait| ApiError::RateLimited {
-                    message: "Discord's rate limit for this bot needs a longer wait than allowed; retry later".into(),
-                    retry_after: wait,
-                })?;
-            let outcome = self.send(bot, &url, key);
-            match outcome {
+            let slot = bot.limiter.acquire(key, &*self.clock, deadline).map_err(|too_long| {
+                ApiError::RateLimited {
+                    message: "this bot is at Discord's rate limit for this route; retry after the given time"
+                        .into(),
+                    retry_after: too_long.wait,
+                }
+            })?;
+            match self.send(bot, &url, slot) {
                 Outcome::Done(result) => return result,
                 Outcome::Retryable(error) => {
                     if retried_failure {
@@ -197,7 +202,7 @@ impl Discord {
                 }
                 Outcome::RateLimited { retry_after } => {
                     rate_limited += 1;
-                    let fits = self.clock.now() + retry_after <= wait_deadline;
+                    let fits = self.clock.now() + retry_after <= deadline;
                     if !fits || rate_limited > MAX_429_RETRIES {
                         return Err(ApiError::RateLimited {
                             message: "rate limited by Discord; retry after the given time".into(),
@@ -209,7 +214,7 @@ impl Discord {
         }
     }
 
-    fn send(&self, bot: &Bot, url: &str, key: RouteKey) -> Outcome {
+    fn send(&self, bot: &Bot, url: &str, slot: Slot) -> Outcome {
         let sent = self
             .agent
             .get(url)
@@ -217,12 +222,9 @@ impl Discord {
             .call();
         let mut response = match sent {
             Ok(response) => response,
-            Err(ureq::Error::Timeout(_)) => return Outcome::Done(Err(ApiError::GatewayTimeout)),
             Err(err) => {
-                return Outcome::Retryable(ApiError::BadGateway(format!(
-                    "Discord is unreachable ({})",
-                    describe(&err)
-                )));
+                bot.limiter.abandon(slot);
+                return transport_failure(&err, "Discord is unreachable");
             }
         };
         let status = response.status().as_u16();
@@ -234,38 +236,36 @@ impl Discord {
             .with_config()
             .limit(MAX_DISCORD_BODY)
             .read_to_vec();
+        let now = self.clock.now();
+        if InvalidRequests::counts(status, seen.scope.as_deref()) {
+            self.invalid.record(now);
+        }
+        if status == 429 {
+            let body = body.unwrap_or_default();
+            let retry_after = retry_after(&body, &seen);
+            let global = discord_error(&body).global;
+            log::warn!(
+                "Discord 429 on {} (bucket {}, scope {}, global {global}), retry after {:.3}s",
+                slot_route(&slot),
+                seen.bucket.as_deref().unwrap_or("-"),
+                seen.scope.as_deref().unwrap_or("-"),
+                retry_after.as_secs_f64()
+            );
+            bot.limiter
+                .rate_limited(slot, &seen, retry_after, global, now);
+            return Outcome::RateLimited { retry_after };
+        }
+        bot.limiter.complete(slot, &seen, now);
         let body = match body {
             Ok(body) => body,
-            Err(ureq::Error::Timeout(_)) => return Outcome::Done(Err(ApiError::GatewayTimeout)),
-            Err(err) => {
-                return Outcome::Retryable(ApiError::BadGateway(format!(
-                    "Discord's answer was cut off ({})",
-                    describe(&err)
-                )));
-            }
+            Err(err) => return transport_failure(&err, "Discord's answer was cut off"),
         };
-        let now = self.clock.now();
-        bot.limiter.observe(key, &seen, now);
         let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
         match status {
             200..=299 if is_json => Outcome::Done(Ok(body)),
             200..=299 => Outcome::Retryable(ApiError::BadGateway(
                 "Discord answered with a body that is not JSON".into(),
             )),
-            429 => {
-                let retry_after = retry_after(&body, &seen);
-                let global = discord_error(&body).global;
-                log::warn!(
-                    "Discord 429 on {} (bucket {}, scope {}, global {global}), retry after {:.3}s",
-                    key.template,
-                    seen.bucket.as_deref().unwrap_or("-"),
-                    seen.scope.as_deref().unwrap_or("-"),
-                    retry_after.as_secs_f64()
-                );
-                bot.limiter
-                    .rate_limited(key, &seen, retry_after, global, now);
-                Outcome::RateLimited { retry_after }
-            }
             401 => {
                 bot.mark_rejected();
                 Outcome::Done(Err(ApiError::TokenRejected))
@@ -299,6 +299,21 @@ impl Discord {
             }
         }
     }
+}
+
+/// A timeout is a 504 at once; anything else may be retried once.
+fn transport_failure(err: &ureq::Error, what: &str) -> Outcome {
+    match err {
+        ureq::Error::Timeout(_) => Outcome::Done(Err(ApiError::GatewayTimeout)),
+        other => Outcome::Retryable(ApiError::BadGateway(format!(
+            "{what} ({})",
+            describe(other)
+        ))),
+    }
+}
+
+fn slot_route(slot: &Slot) -> &'static str {
+    slot.route().template
 }
 
 enum Outcome {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cors;
 pub mod discord;
 pub mod error;
+pub mod guard;
 pub mod query;
 pub mod ratelimit;
 pub mod routes;

@@ -12,6 +12,7 @@ use discord_bot_backend::bots::BotRegistry;
 use discord_bot_backend::config::Config;
 use discord_bot_backend::cors::Cors;
 use discord_bot_backend::discord::Discord;
+use discord_bot_backend::guard::{InvalidRequests, LoginThrottle};
 use discord_bot_backend::ratelimit::SystemClock;
 use discord_bot_backend::routes::Api;
 use discord_bot_backend::server::{Limits, Server};
@@ -99,23 +100,32 @@ fn run(config: &Config) -> Result<(), String> {
         config.max_sessions as usize,
         config.session_idle_timeout(),
     ));
-    let bots = Arc::new(BotRegistry::default());
+    let bots = Arc::new(BotRegistry::new(
+        config.global_rate_limit,
+        config.max_in_flight_per_bot(),
+    ));
+    let invalid = Arc::new(InvalidRequests::new(config.invalid_request_threshold));
     let discord = Discord::new(
         &config.discord_api,
         config.upstream_timeout(),
-        config.max_ratelimit_wait(),
         usize::from(config.workers),
         Arc::new(SystemClock),
+        Arc::clone(&invalid),
     );
-    let api = Api {
+    let api = Arc::new(Api {
         store: Arc::clone(&store),
         bots: Arc::clone(&bots),
         discord,
         cors: Cors::new(config.cors_origins.clone()),
-    };
+        max_wait: config.max_ratelimit_wait(),
+        invalid,
+        logins: LoginThrottle::default(),
+    });
+    let sweep_api = Arc::clone(&api);
     sessions::spawn_sweeper(
         store,
         bots,
+        move || sweep_api.logins.sweep(std::time::Instant::now()),
         (config.session_idle_timeout() / 4).clamp(Duration::from_millis(100), MAX_SWEEP_INTERVAL),
     );
 
@@ -127,8 +137,8 @@ fn run(config: &Config) -> Result<(), String> {
         workers: usize::from(config.workers),
     };
     let addr = format!("{}:{}", bracket_ipv6(&config.host), config.port);
-    let server = Server::start(&addr, limits, Arc::new(api))
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let server =
+        Server::start(&addr, limits, api).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = server.local_addr();
     let listening = format!("listening on http://{bound}");
     if log::log_enabled!(log::Level::Info) {

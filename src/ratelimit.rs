@@ -1,36 +1,63 @@
 //! ratelimit: one limiter per bot, shared by all its sessions, that keeps the
-//! bot inside Discord's limits before a request is sent, and learns from every
-//! answer.
+//! bot inside Discord's limits *before* a request is sent and learns from
+//! every answer.
 //!
-//! Model (Discord's `topics/rate-limits`): a route's bucket is identified by
-//! the `X-RateLimit-Bucket` hash Discord sends, plus the route's top-level
-//! resource (channel or guild id), because the hash is "non-inclusive of
-//! top-level resources". Until a route's hash is known, the route itself is
-//! the bucket. A global GCRA keeps every bot under 50 requests per second.
+//! Discord's model (`topics/rate-limits`): a route's bucket is named by the
+//! `X-RateLimit-Bucket` hash, and limits are kept per hash *and* top-level
+//! resource (channel, guild, webhook), because the hash is "non-inclusive of
+//! top-level resources". Until a route's hash is known, the route template is
+//! the bucket. Each bucket moves through:
+//!
+//! - *probing*: never seen (or re-learning after a surprise 429): exactly one
+//!   request is in flight; the rest wait for its answer, so a burst of first
+//!   requests cannot overrun a limit nobody knows yet (twilight #1305);
+//! - *limited*: `remaining` slots until `reset_at`; up to `remaining`
+//!   requests fly at once; when they are used up, requests wait for the reset;
+//! - *unlimited*: the answer carried no rate-limit headers, which means "no
+//!   known limit", never "wait" (discordeno #2766).
+//!
+//! On top of the buckets, a sliding log keeps each bot to `global_per_second`
+//! requests in any rolling second (exact, unlike a fixed window or a GCRA
+//! with burst, both of which admit nearly twice that across a boundary), and a
+//! global 429 stops the whole bot for its `retry_after`.
 //!
 //! Architecture invariants:
-//! - the state lock is never held while sleeping: `acquire` computes the wait
-//!   under the lock, releases it, sleeps, and tries again;
+//! - the state lock is never held while sleeping: a waiter sleeps on the
+//!   condvar (which releases the lock) or after dropping it, and every answer
+//!   wakes the waiters;
+//! - no request waits past its deadline: `acquire` refuses up front when the
+//!   known wait ends after it;
 //! - the limiter never sees a token, only the bot entry that owns it;
-//! - time comes through `Clock`, so tests advance time without sleeping;
-//! - a response without rate-limit headers means "no known limit", not "wait".
+//! - time comes through `Clock`, so tests advance time without sleeping.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 /// Discord: "All bots can make up to 50 requests per second to our API."
-pub const GLOBAL_PER_SECOND: u32 = 50;
+pub const DEFAULT_GLOBAL_PER_SECOND: u32 = 50;
+/// Added to the global window and to every bucket reset, because Discord
+/// counts by when requests *arrive*, and arrival jitter could otherwise put
+/// one request too many into Discord's window.
+const SAFETY_MARGIN: Duration = Duration::from_millis(25);
 /// Bucket state untouched this long is forgotten, so the map does not grow
 /// with every channel a bot ever read.
 const BUCKET_IDLE_TTL: Duration = Duration::from_secs(300);
+/// A waiter whose wake-up depends on someone else's answer re-checks this
+/// often, in case that answer never comes (a dropped connection says nothing).
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// Where time comes from. Tests use a manual clock.
 pub trait Clock: Send + Sync {
     fn now(&self) -> Instant;
-    fn sleep(&self, duration: Duration);
+    /// Waits up to `timeout`. `block` is how the caller waits for real
+    /// (on a condvar, so an answer can end the wait early); a manual clock
+    /// skips it and moves its time forward instead.
+    fn wait(&self, timeout: Duration, block: &mut dyn FnMut(Duration)) {
+        block(timeout);
+    }
 }
 
 pub struct SystemClock;
@@ -38,9 +65,6 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
         Instant::now()
-    }
-    fn sleep(&self, duration: Duration) {
-        std::thread::sleep(duration);
     }
 }
 
@@ -58,17 +82,50 @@ enum BucketId {
     Hash(Arc<str>),
 }
 
+type BucketKey = (BucketId, Option<u64>);
+
+#[derive(Debug)]
+enum Limit {
+    /// One request is out to learn the limit; nobody else may go.
+    Probing,
+    /// `limit` per window; `reset_at` is `None` between a window's end and
+    /// the first answer of the next one.
+    Known {
+        limit: u32,
+        reset_at: Option<Instant>,
+    },
+    /// Discord sent no rate-limit headers for this route.
+    Unlimited,
+}
+
 #[derive(Debug)]
 struct Bucket {
+    limit: Limit,
+    /// Slots left in this window, with in-flight requests already taken out.
     remaining: u32,
-    reset_at: Instant,
+    in_flight: u32,
+    /// After a 429: nothing is sent before this.
+    blocked_until: Option<Instant>,
     last_used: Instant,
+}
+
+impl Bucket {
+    fn probing(now: Instant) -> Bucket {
+        Bucket {
+            limit: Limit::Probing,
+            remaining: 0,
+            in_flight: 0,
+            blocked_until: None,
+            last_used: now,
+        }
+    }
 }
 
 /// What Discord's rate-limit headers said on one response.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Observed {
     pub bucket: Option<String>,
+    pub limit: Option<u32>,
     pub remaining: Option<u32>,
     pub reset_after: Option<Duration>,
     pub scope: Option<String>,
@@ -80,28 +137,41 @@ impl Observed {
         let seconds = |name| {
             header(name)
                 .and_then(|v| v.trim().parse::<f64>().ok())
-                .filter(|s| s.is_finite() && *s >= 0.0)
+                .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s))
                 .map(Duration::from_secs_f64)
         };
+        let number = |name| header(name).and_then(|v| v.trim().parse::<u32>().ok());
         Observed {
             bucket: header("x-ratelimit-bucket")
                 .filter(|b| !b.is_empty() && b.len() <= 64)
                 .map(str::to_string),
-            remaining: header("x-ratelimit-remaining").and_then(|v| v.trim().parse().ok()),
+            limit: number("x-ratelimit-limit"),
+            remaining: number("x-ratelimit-remaining"),
             reset_after: seconds("x-ratelimit-reset-after"),
             scope: header("x-ratelimit-scope").map(str::to_string),
             global: header("x-ratelimit-global").is_some_and(|v| v.eq_ignore_ascii_case("true")),
         }
     }
+
+    fn has_limit(&self) -> bool {
+        self.remaining.is_some() && self.reset_after.is_some()
+    }
+}
+
+/// Why `acquire` gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooLong {
+    /// How long the caller would have had to wait (at least).
+    pub wait: Duration,
 }
 
 #[derive(Debug)]
 struct State {
     /// Route template → the bucket hash Discord named for it.
     hashes: HashMap<&'static str, Arc<str>>,
-    buckets: HashMap<(BucketId, Option<u64>), Bucket>,
-    /// GCRA theoretical arrival time for the global limit.
-    global_tat: Option<Instant>,
+    buckets: HashMap<BucketKey, Bucket>,
+    /// Send times of the last `global_per_second` requests.
+    recent: VecDeque<Instant>,
     /// After a global 429: nothing is sent before this.
     global_blocked_until: Option<Instant>,
 }
@@ -110,173 +180,308 @@ struct State {
 #[derive(Debug)]
 pub struct BotLimiter {
     state: Mutex<State>,
+    /// Woken whenever an answer changes what waiters may do.
+    changed: Condvar,
+    global_per_second: u32,
 }
 
-impl Default for BotLimiter {
-    fn default() -> Self {
-        Self::new()
+/// A slot taken by `acquire`. Hand it back with `complete` (an answer
+/// arrived) or drop it (no answer: the slot stays used, conservatively).
+#[derive(Debug)]
+pub struct Slot {
+    key: BucketKey,
+    route: RouteKey,
+}
+
+impl Slot {
+    pub fn route(&self) -> RouteKey {
+        self.route
     }
 }
 
 impl BotLimiter {
-    pub fn new() -> Self {
+    pub fn new(global_per_second: u32) -> Self {
         BotLimiter {
             state: Mutex::new(State {
                 hashes: HashMap::new(),
                 buckets: HashMap::new(),
-                global_tat: None,
+                recent: VecDeque::with_capacity(global_per_second as usize),
                 global_blocked_until: None,
             }),
+            changed: Condvar::new(),
+            global_per_second: global_per_second.max(1),
         }
     }
 
-    /// Waits until a request on `route` may be sent and reserves its slot.
-    /// Gives up, without waiting, when the wait would end after `deadline`:
-    /// `Err` carries how long the caller would have had to wait.
+    /// Waits until a request on `route` may be sent and takes its slot.
+    /// Refuses, without waiting, once it knows the wait would end after
+    /// `deadline`.
     pub fn acquire(
         &self,
         route: RouteKey,
         clock: &dyn Clock,
         deadline: Instant,
-    ) -> Result<(), Duration> {
+    ) -> Result<Slot, TooLong> {
+        let mut state = self.state.lock();
         loop {
             let now = clock.now();
-            let wait = self.try_reserve(route, now);
-            if wait.is_zero() {
-                return Ok(());
-            }
-            if now + wait > deadline {
-                return Err(wait);
-            }
-            clock.sleep(wait);
+            let wait = match self.try_take(&mut state, route, now) {
+                Ok(slot) => return Ok(slot),
+                Err(Wait::For(wait)) if now + wait > deadline => return Err(TooLong { wait }),
+                Err(Wait::For(wait)) => wait,
+                Err(Wait::ForAnswer) if now >= deadline => return Err(TooLong { wait: RECHECK }),
+                Err(Wait::ForAnswer) => RECHECK.min(deadline - now),
+            };
+            // The condvar releases the lock while waiting; any answer to
+            // this bot wakes us early to look again.
+            clock.wait(wait, &mut |timeout| {
+                self.changed.wait_for(&mut state, timeout);
+            });
         }
     }
 
-    /// Zero when the request may go now (and its slot is taken), else how
-    /// long to wait before asking again.
-    fn try_reserve(&self, route: RouteKey, now: Instant) -> Duration {
-        let mut state = self.state.lock();
-        if let Some(until) = state.global_blocked_until {
-            if until > now {
-                return until - now;
-            }
+    fn try_take(&self, state: &mut State, route: RouteKey, now: Instant) -> Result<Slot, Wait> {
+        if let Some(until) = state.global_blocked_until.filter(|u| *u > now) {
+            return Err(Wait::For(until - now));
         }
-        let id = bucket_id(&state, route);
-        if let Some(bucket) = state.buckets.get_mut(&(id, route.top_level)) {
-            if now >= bucket.reset_at {
-                // The window passed; the next answer will tell the new state.
-                bucket.remaining = u32::MAX;
-            } else if bucket.remaining == 0 {
-                return bucket.reset_at - now;
-            }
-        }
-        // GCRA: each request moves the theoretical arrival time on by one
-        // interval; a burst of up to GLOBAL_PER_SECOND is allowed.
-        let interval = Duration::from_secs(1) / GLOBAL_PER_SECOND;
-        let tolerance = interval * (GLOBAL_PER_SECOND - 1);
-        let tat = state.global_tat.unwrap_or(now).max(now);
-        let allowed_at = tat.checked_sub(tolerance).unwrap_or(now);
-        if allowed_at > now {
-            return allowed_at - now;
-        }
-        state.global_tat = Some(tat + interval);
-        let id = bucket_id(&state, route);
-        if let Some(bucket) = state.buckets.get_mut(&(id, route.top_level)) {
-            bucket.remaining = bucket.remaining.saturating_sub(1);
-            bucket.last_used = now;
-        }
-        Duration::ZERO
-    }
-
-    /// Learns from a response's rate-limit headers.
-    pub fn observe(&self, route: RouteKey, seen: &Observed, now: Instant) {
-        let mut state = self.state.lock();
-        if let Some(hash) = &seen.bucket {
-            let known = state
-                .hashes
-                .get(route.template)
-                .is_some_and(|h| **h == **hash);
-            if !known {
-                let hash: Arc<str> = Arc::from(hash.as_str());
-                state.hashes.insert(route.template, hash);
-                // Whatever was tracked under the route name is superseded.
-                state
-                    .buckets
-                    .remove(&(BucketId::Route(route.template), route.top_level));
-            }
-        }
-        let (Some(remaining), Some(reset_after)) = (seen.remaining, seen.reset_after) else {
-            return;
-        };
-        let id = bucket_id(&state, route);
+        let key = bucket_key(state, route);
         let bucket = state
             .buckets
-            .entry((id, route.top_level))
-            .or_insert(Bucket {
-                remaining,
-                reset_at: now + reset_after,
-                last_used: now,
-            });
-        let reset_at = now + reset_after;
-        // Answers arrive out of order when requests overlap: keep the lowest
-        // remaining count seen for the current window.
-        if reset_at > bucket.reset_at + Duration::from_millis(500) || remaining < bucket.remaining {
-            bucket.remaining = remaining;
+            .entry(key.clone())
+            .or_insert_with(|| Bucket::probing(now));
+        if let Some(until) = bucket.blocked_until {
+            if until > now {
+                return Err(Wait::For(until - now));
+            }
+            bucket.blocked_until = None;
         }
-        bucket.reset_at = reset_at;
+        match &mut bucket.limit {
+            Limit::Probing if bucket.in_flight > 0 => return Err(Wait::ForAnswer),
+            Limit::Probing | Limit::Unlimited => {}
+            Limit::Known { limit, reset_at } => {
+                if reset_at.is_some_and(|r| now >= r) {
+                    // A new window: the next answer tells its reset time.
+                    bucket.remaining = limit.saturating_sub(bucket.in_flight);
+                    *reset_at = None;
+                }
+                if bucket.remaining == 0 {
+                    match reset_at {
+                        Some(r) => return Err(Wait::For(*r - now)),
+                        None if bucket.in_flight > 0 => return Err(Wait::ForAnswer),
+                        // Nothing in flight will tell us the new window:
+                        // learn it again with a single request.
+                        None => bucket.limit = Limit::Probing,
+                    }
+                }
+            }
+        }
+        // The global sliding log: the oldest of the last N sends must be
+        // more than a second (plus margin) ago.
+        let window = Duration::from_secs(1) + SAFETY_MARGIN;
+        if state.recent.len() >= self.global_per_second as usize {
+            if let Some(oldest) = state.recent.front().copied() {
+                if now < oldest + window {
+                    return Err(Wait::For(oldest + window - now));
+                }
+                state.recent.pop_front();
+            }
+        }
+        state.recent.push_back(now);
+        let bucket = state.buckets.get_mut(&key).expect("inserted above");
+        bucket.in_flight += 1;
+        bucket.remaining = bucket.remaining.saturating_sub(1);
         bucket.last_used = now;
+        Ok(Slot { key, route })
     }
 
-    /// Learns from a 429: a global one stops the whole bot, any other stops
-    /// the route's bucket, for `retry_after`.
+    /// An answer arrived for `slot`: learn from its headers and wake waiters.
+    pub fn complete(&self, slot: Slot, seen: &Observed, now: Instant) {
+        let mut state = self.state.lock();
+        let Slot { key, route } = slot;
+        release(&mut state, &key);
+        let hash_changed = seen.bucket.as_deref().is_some_and(|hash| {
+            state
+                .hashes
+                .get(route.template)
+                .is_none_or(|known| **known != *hash)
+        });
+        if let (true, Some(hash)) = (hash_changed, &seen.bucket) {
+            state
+                .hashes
+                .insert(route.template, Arc::from(hash.as_str()));
+        }
+        let target = bucket_key(&state, route);
+        if target != key {
+            // The route turned out to belong to a named bucket; the
+            // route-named state it probed with is superseded.
+            if state.buckets.get(&key).is_some_and(|b| b.in_flight == 0) {
+                state.buckets.remove(&key);
+            }
+        }
+        let bucket = state
+            .buckets
+            .entry(target)
+            .or_insert_with(|| Bucket::probing(now));
+        bucket.last_used = now;
+        if seen.has_limit() {
+            let remaining = seen.remaining.unwrap_or(0);
+            let reset_at = now + seen.reset_after.unwrap_or_default() + SAFETY_MARGIN;
+            let limit = seen.limit.unwrap_or(remaining + 1).max(1);
+            let same_window = match bucket.limit {
+                Limit::Known {
+                    reset_at: Some(known),
+                    ..
+                } => reset_at <= known + RESET_SLACK,
+                _ => false,
+            };
+            // Requests still in flight may not have reached Discord yet.
+            let fresh = remaining.saturating_sub(bucket.in_flight);
+            bucket.remaining = if same_window {
+                bucket.remaining.min(fresh)
+            } else {
+                fresh
+            };
+            bucket.limit = Limit::Known {
+                limit,
+                reset_at: Some(reset_at),
+            };
+        } else if matches!(bucket.limit, Limit::Probing) {
+            bucket.limit = Limit::Unlimited;
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// A 429: a global one stops the whole bot; any other stops the route's
+    /// bucket for `retry_after` and makes it re-learn its limit afterwards,
+    /// since what we believed was evidently wrong (discord-api-docs #8073).
     pub fn rate_limited(
         &self,
-        route: RouteKey,
+        slot: Slot,
         seen: &Observed,
         retry_after: Duration,
         global: bool,
         now: Instant,
     ) {
-        let until = now + retry_after;
+        let until = now + retry_after + SAFETY_MARGIN;
         let mut state = self.state.lock();
+        let Slot { key, route } = slot;
+        release(&mut state, &key);
         if global || seen.global || seen.scope.as_deref() == Some("global") {
             state.global_blocked_until = state.global_blocked_until.max(Some(until));
-            return;
+        } else {
+            if let Some(hash) = &seen.bucket {
+                state
+                    .hashes
+                    .insert(route.template, Arc::from(hash.as_str()));
+            }
+            let target = bucket_key(&state, route);
+            let bucket = state
+                .buckets
+                .entry(target)
+                .or_insert_with(|| Bucket::probing(now));
+            bucket.blocked_until = bucket.blocked_until.max(Some(until));
+            bucket.remaining = 0;
+            bucket.limit = Limit::Probing;
+            bucket.last_used = now;
         }
-        if let Some(hash) = &seen.bucket {
-            state
-                .hashes
-                .insert(route.template, Arc::from(hash.as_str()));
-        }
-        let id = bucket_id(&state, route);
-        let bucket = state
-            .buckets
-            .entry((id, route.top_level))
-            .or_insert(Bucket {
-                remaining: 0,
-                reset_at: until,
-                last_used: now,
-            });
-        bucket.remaining = 0;
-        bucket.reset_at = bucket.reset_at.max(until);
-        bucket.last_used = now;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// No answer came for `slot` (timeout, dropped connection). The slot
+    /// stays used; a probe is released so another request can try.
+    pub fn abandon(&self, slot: Slot) {
+        let mut state = self.state.lock();
+        release(&mut state, &slot.key);
+        drop(state);
+        self.changed.notify_all();
     }
 
     /// Forgets buckets unused for a while. Returns how many remain.
     pub fn sweep(&self, now: Instant) -> usize {
         let mut state = self.state.lock();
         state.buckets.retain(|_, b| {
-            now.saturating_duration_since(b.last_used) < BUCKET_IDLE_TTL || b.reset_at > now
+            b.in_flight > 0 || now.saturating_duration_since(b.last_used) < BUCKET_IDLE_TTL
         });
         state.buckets.len()
     }
 }
 
-fn bucket_id(state: &State, route: RouteKey) -> BucketId {
-    match state.hashes.get(route.template) {
+/// Caps how many of a bot's requests are being worked on at once, so one
+/// bot's flood (all waiting on the same bucket) cannot occupy every worker
+/// and starve other bots. Requests over the cap wait on their connection
+/// thread, which costs no worker, until a place frees or their deadline.
+#[derive(Debug)]
+pub struct InFlightGate {
+    count: Mutex<usize>,
+    freed: Condvar,
+    max: usize,
+}
+
+/// A place in a bot's `InFlightGate`; leaving frees it.
+pub struct GatePass {
+    gate: Arc<dyn AsRef<InFlightGate> + Send + Sync>,
+}
+
+impl InFlightGate {
+    pub fn new(max: usize) -> Self {
+        InFlightGate {
+            count: Mutex::new(0),
+            freed: Condvar::new(),
+            max: max.max(1),
+        }
+    }
+
+    /// Takes a place, waiting until `deadline` at most. `owner` is what
+    /// holds the gate (the bot), kept alive by the pass.
+    pub fn enter(
+        owner: Arc<dyn AsRef<InFlightGate> + Send + Sync>,
+        deadline: Instant,
+    ) -> Option<GatePass> {
+        let gate = (*owner).as_ref();
+        let mut count = gate.count.lock();
+        while *count >= gate.max {
+            if gate.freed.wait_until(&mut count, deadline).timed_out() && *count >= gate.max {
+                return None;
+            }
+        }
+        *count += 1;
+        drop(count);
+        Some(GatePass { gate: owner })
+    }
+}
+
+impl Drop for GatePass {
+    fn drop(&mut self) {
+        let gate = (*self.gate).as_ref();
+        *gate.count.lock() -= 1;
+        gate.freed.notify_one();
+    }
+}
+
+/// Two answers of one window report resets this close together.
+const RESET_SLACK: Duration = Duration::from_millis(500);
+
+enum Wait {
+    /// A known time.
+    For(Duration),
+    /// Until another request's answer tells us more.
+    ForAnswer,
+}
+
+fn release(state: &mut State, key: &BucketKey) {
+    if let Some(bucket) = state.buckets.get_mut(key) {
+        bucket.in_flight = bucket.in_flight.saturating_sub(1);
+    }
+}
+
+fn bucket_key(state: &State, route: RouteKey) -> BucketKey {
+    let id = match state.hashes.get(route.template) {
         Some(hash) => BucketId::Hash(Arc::clone(hash)),
         None => BucketId::Route(route.template),
-    }
+    };
+    (id, route.top_level)
 }
 
 #[cfg(test)]
@@ -309,8 +514,8 @@ pub mod test_clock {
         fn now(&self) -> Instant {
             *self.now.lock()
         }
-        fn sleep(&self, duration: Duration) {
-            self.advance(duration);
+        fn wait(&self, timeout: Duration, _block: &mut dyn FnMut(Duration)) {
+            self.advance(timeout);
         }
     }
 }
@@ -321,6 +526,7 @@ mod tests {
     use super::*;
 
     const MESSAGES: &str = "GET /channels/{channel_id}/messages";
+    const SECOND: Duration = Duration::from_secs(1);
 
     fn route(top: u64) -> RouteKey {
         RouteKey {
@@ -329,92 +535,99 @@ mod tests {
         }
     }
 
-    fn headers(bucket: &str, remaining: u32, reset_after: f64) -> Observed {
+    fn headers(bucket: &str, limit: u32, remaining: u32, reset_after: f64) -> Observed {
         Observed {
             bucket: Some(bucket.into()),
+            limit: Some(limit),
             remaining: Some(remaining),
             reset_after: Some(Duration::from_secs_f64(reset_after)),
             ..Observed::default()
         }
     }
 
+    fn limiter() -> BotLimiter {
+        BotLimiter::new(DEFAULT_GLOBAL_PER_SECOND)
+    }
+
+    /// Takes a slot now or fails: a deadline of "now" forbids any wait.
+    fn take_now(
+        limiter: &BotLimiter,
+        clock: &ManualClock,
+        route: RouteKey,
+    ) -> Result<Slot, TooLong> {
+        limiter.acquire(route, clock, clock.now())
+    }
+
     #[test]
-    fn empty_bucket_waits_until_its_reset() {
+    fn an_unknown_bucket_admits_exactly_one_request_until_its_answer() {
         let clock = ManualClock::new();
-        let limiter = BotLimiter::new();
+        let limiter = limiter();
+        let probe = take_now(&limiter, &clock, route(1)).unwrap();
+        assert!(take_now(&limiter, &clock, route(1)).is_err());
+        limiter.complete(probe, &headers("h", 5, 4, 1.0), clock.now());
+        for _ in 0..4 {
+            take_now(&limiter, &clock, route(1)).unwrap();
+        }
+    }
+
+    #[test]
+    fn an_answer_without_headers_means_no_known_limit() {
+        let clock = ManualClock::new();
+        let limiter = BotLimiter::new(1000);
+        let probe = take_now(&limiter, &clock, route(1)).unwrap();
+        limiter.complete(probe, &Observed::default(), clock.now());
+        for _ in 0..200 {
+            take_now(&limiter, &clock, route(1)).unwrap();
+        }
+    }
+
+    #[test]
+    fn up_to_remaining_requests_fly_at_once_then_wait_for_the_reset() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
         let start = clock.now();
+        let probe = take_now(&limiter, &clock, route(1)).unwrap();
+        limiter.complete(probe, &headers("h", 5, 4, 2.5), clock.now());
+        let slots: Vec<Slot> = (0..4)
+            .map(|_| take_now(&limiter, &clock, route(1)).unwrap())
+            .collect();
+        assert_eq!(slots.len(), 4);
         limiter
-            .acquire(route(1), &clock, start + Duration::from_secs(10))
-            .unwrap();
-        limiter.observe(route(1), &headers("h", 0, 2.5), clock.now());
-        limiter
-            .acquire(route(1), &clock, start + Duration::from_secs(10))
+            .acquire(route(1), &clock, start + 10 * SECOND)
             .unwrap();
         assert!(clock.now() - start >= Duration::from_millis(2500));
     }
 
     #[test]
-    fn other_top_level_resources_are_not_held_up() {
+    fn answers_in_flight_are_not_counted_twice() {
         let clock = ManualClock::new();
-        let limiter = BotLimiter::new();
-        let start = clock.now();
-        limiter.observe(route(1), &headers("h", 0, 5.0), start);
-        limiter.acquire(route(2), &clock, start).unwrap();
-        assert_eq!(clock.now(), start);
+        let limiter = limiter();
+        let probe = take_now(&limiter, &clock, route(1)).unwrap();
+        limiter.complete(probe, &headers("h", 5, 4, 1.0), clock.now());
+        let a = take_now(&limiter, &clock, route(1)).unwrap();
+        let b = take_now(&limiter, &clock, route(1)).unwrap();
+        // Discord saw `a` but not yet `b`: remaining 3 means 2 for us.
+        limiter.complete(a, &headers("h", 5, 3, 0.9), clock.now());
+        take_now(&limiter, &clock, route(1)).unwrap();
+        take_now(&limiter, &clock, route(1)).unwrap();
+        assert!(take_now(&limiter, &clock, route(1)).is_err());
+        drop(b);
     }
 
     #[test]
-    fn wait_beyond_the_deadline_is_refused_without_sleeping() {
+    fn other_top_level_resources_are_limited_independently() {
         let clock = ManualClock::new();
-        let limiter = BotLimiter::new();
-        let start = clock.now();
-        limiter.observe(route(1), &headers("h", 0, 5.0), start);
-        let wait = limiter
-            .acquire(route(1), &clock, start + Duration::from_secs(1))
-            .unwrap_err();
-        assert_eq!(wait, Duration::from_secs(5));
-        assert_eq!(clock.now(), start);
+        let limiter = limiter();
+        let probe = take_now(&limiter, &clock, route(1)).unwrap();
+        limiter.complete(probe, &headers("h", 1, 0, 5.0), clock.now());
+        assert!(take_now(&limiter, &clock, route(1)).is_err());
+        take_now(&limiter, &clock, route(2)).unwrap();
     }
 
     #[test]
-    fn global_429_stops_every_route_of_the_bot() {
+    fn routes_sharing_a_hash_share_one_bucket() {
         let clock = ManualClock::new();
-        let limiter = BotLimiter::new();
-        let start = clock.now();
-        limiter.rate_limited(
-            route(1),
-            &Observed::default(),
-            Duration::from_secs(3),
-            true,
-            start,
-        );
-        assert!(
-            limiter
-                .acquire(route(2), &clock, start + Duration::from_secs(1))
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn global_limit_admits_50_in_a_burst_then_one_per_20ms() {
-        let clock = ManualClock::new();
-        let limiter = BotLimiter::new();
-        let start = clock.now();
-        for n in 0..50 {
-            limiter.acquire(route(n), &clock, start).unwrap();
-        }
-        assert_eq!(clock.now(), start);
-        limiter
-            .acquire(route(99), &clock, start + Duration::from_secs(1))
-            .unwrap();
-        assert_eq!(clock.now() - start, Duration::from_millis(20));
-    }
-
-    #[test]
-    fn routes_sharing_a_hash_share_a_bucket() {
-        let clock = ManualClock::new();
-        let limiter = BotLimiter::new();
-        let start = clock.now();
+        let limiter = limiter();
         let a = RouteKey {
             template: "GET /a",
             top_level: None,
@@ -423,21 +636,167 @@ mod tests {
             template: "GET /b",
             top_level: None,
         };
-        limiter.observe(a, &headers("shared", 0, 4.0), start);
-        limiter.observe(b, &headers("shared", 0, 4.0), start);
+        let slot = take_now(&limiter, &clock, a).unwrap();
+        limiter.complete(slot, &headers("shared", 2, 1, 4.0), clock.now());
+        let slot = take_now(&limiter, &clock, b).unwrap();
+        limiter.complete(slot, &headers("shared", 2, 0, 4.0), clock.now());
         assert!(
-            limiter
-                .acquire(b, &clock, start + Duration::from_secs(1))
-                .is_err()
+            take_now(&limiter, &clock, a).is_err(),
+            "b used a's last slot"
         );
+    }
+
+    #[test]
+    fn a_wait_beyond_the_deadline_is_refused_without_sleeping() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let start = clock.now();
+        let probe = take_now(&limiter, &clock, route(1)).unwrap();
+        limiter.complete(probe, &headers("h", 1, 0, 5.0), start);
+        let refused = limiter
+            .acquire(route(1), &clock, start + SECOND)
+            .unwrap_err();
+        assert!(refused.wait >= 5 * SECOND);
+        assert_eq!(clock.now(), start);
+    }
+
+    #[test]
+    fn the_global_limit_admits_50_in_any_rolling_second_and_no_more() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let start = clock.now();
+        let mut sent = Vec::new();
+        for n in 0..300 {
+            let slot = limiter
+                .acquire(route(n), &clock, start + 60 * SECOND)
+                .unwrap();
+            sent.push(clock.now());
+            limiter.complete(slot, &Observed::default(), clock.now());
+        }
+        assert_eq!(
+            sent.iter().filter(|t| **t == start).count(),
+            50,
+            "a burst of 50 is fine"
+        );
+        for (i, t) in sent.iter().enumerate() {
+            let in_window = sent[i..].iter().filter(|u| **u < *t + SECOND).count();
+            assert!(
+                in_window <= 50,
+                "{in_window} requests within a second of #{i}"
+            );
+        }
+        // And no slower than needed: 300 requests in just over 5 windows.
+        assert!(*sent.last().unwrap() - start < Duration::from_millis(5 * 1025 + 1));
+    }
+
+    #[test]
+    fn a_global_429_stops_every_route_of_the_bot() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let slot = take_now(&limiter, &clock, route(1)).unwrap();
+        limiter.rate_limited(slot, &Observed::default(), 3 * SECOND, true, clock.now());
+        assert!(take_now(&limiter, &clock, route(2)).is_err());
+        clock.advance(3 * SECOND + SAFETY_MARGIN);
+        take_now(&limiter, &clock, route(2)).unwrap();
+    }
+
+    #[test]
+    fn a_shared_429_pauses_only_that_route_and_resource() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let seen = Observed {
+            scope: Some("shared".into()),
+            bucket: Some("h".into()),
+            ..Observed::default()
+        };
+        let slot = take_now(&limiter, &clock, route(1)).unwrap();
+        limiter.rate_limited(slot, &seen, 2 * SECOND, false, clock.now());
+        assert!(take_now(&limiter, &clock, route(1)).is_err());
+        take_now(&limiter, &clock, route(2)).unwrap();
+    }
+
+    #[test]
+    fn an_unexpected_429_makes_the_bucket_learn_again_with_one_request() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let probe = take_now(&limiter, &clock, route(1)).unwrap();
+        limiter.complete(probe, &headers("h", 5, 4, 1.0), clock.now());
+        let slot = take_now(&limiter, &clock, route(1)).unwrap();
+        let seen = Observed {
+            scope: Some("user".into()),
+            ..headers("h", 5, 0, 1.0)
+        };
+        limiter.rate_limited(slot, &seen, SECOND, false, clock.now());
+        clock.advance(SECOND + SAFETY_MARGIN);
+        let _probe = take_now(&limiter, &clock, route(1)).unwrap();
+        assert!(
+            take_now(&limiter, &clock, route(1)).is_err(),
+            "only one re-learning request"
+        );
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_request_probe() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let probe = take_now(&limiter, &clock, route(1)).unwrap();
+        limiter.abandon(probe);
+        take_now(&limiter, &clock, route(1)).unwrap();
     }
 
     #[test]
     fn idle_buckets_are_swept() {
         let clock = ManualClock::new();
-        let limiter = BotLimiter::new();
-        limiter.observe(route(1), &headers("h", 3, 1.0), clock.now());
-        clock.advance(BUCKET_IDLE_TTL + Duration::from_secs(1));
+        let limiter = limiter();
+        let probe = take_now(&limiter, &clock, route(1)).unwrap();
+        limiter.complete(probe, &headers("h", 5, 4, 1.0), clock.now());
+        assert_eq!(limiter.sweep(clock.now()), 1);
+        clock.advance(BUCKET_IDLE_TTL + SECOND);
         assert_eq!(limiter.sweep(clock.now()), 0);
+    }
+
+    #[test]
+    fn a_waiting_request_holds_no_lock_that_blocks_other_buckets() {
+        let limiter = Arc::new(limiter());
+        let clock = SystemClock;
+        let probe = limiter.acquire(route(1), &clock, Instant::now()).unwrap();
+        limiter.complete(probe, &headers("h", 1, 0, 0.5), Instant::now());
+        let waiter = {
+            let limiter = Arc::clone(&limiter);
+            std::thread::spawn(move || {
+                limiter
+                    .acquire(route(1), &SystemClock, Instant::now() + 2 * SECOND)
+                    .is_ok()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        limiter.acquire(route(2), &clock, Instant::now()).unwrap();
+        assert!(started.elapsed() < Duration::from_millis(20));
+        assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn an_answer_wakes_requests_waiting_on_a_probe() {
+        let limiter = Arc::new(limiter());
+        let probe = limiter
+            .acquire(route(1), &SystemClock, Instant::now())
+            .unwrap();
+        let waiter = {
+            let limiter = Arc::clone(&limiter);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                limiter
+                    .acquire(route(1), &SystemClock, Instant::now() + 2 * SECOND)
+                    .unwrap();
+                started.elapsed()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(10));
+        limiter.complete(probe, &headers("h", 5, 4, 1.0), Instant::now());
+        assert!(
+            waiter.join().unwrap() < Duration::from_millis(45),
+            "woken, not polled"
+        );
     }
 }

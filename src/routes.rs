@@ -10,16 +10,18 @@
 //! (that is `discord`); they never pick an error status (that is `error`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
-use crate::bots::{BotRegistry, Identity, Token};
+use crate::bots::{Bot, BotRegistry, Identity, Token};
 use crate::cors::Cors;
 use crate::discord::{Cursor, Discord, GUILDS_PAGE, MEMBERS_PAGE, MESSAGES_PAGE, Route};
 use crate::error::ApiError;
+use crate::guard::{InvalidRequests, LoginThrottle};
 use crate::query::{Query, printable};
-use crate::server::{Handler, Request, Response};
+use crate::ratelimit::InFlightGate;
+use crate::server::{Handler, Request, Response, Ticket};
 use crate::sessions::{SessionId, SessionStore, StoreError};
 use crate::snowflake::Snowflake;
 
@@ -87,35 +89,82 @@ pub struct Api {
     pub bots: Arc<BotRegistry>,
     pub discord: Discord,
     pub cors: Cors,
+    /// `--max-ratelimit-wait`: the most one client request may wait, in
+    /// total, on Discord's rate limits and on its bot's in-flight cap.
+    pub max_wait: Duration,
+    pub invalid: Arc<InvalidRequests>,
+    pub logins: LoginThrottle,
+}
+
+/// One client request's access to Discord: which bot, and until when the
+/// request may wait on rate limits (one budget for all its pages).
+struct Call<'a> {
+    discord: &'a Discord,
+    bot: &'a Bot,
+    deadline: Instant,
+}
+
+impl Call<'_> {
+    fn get(&self, route: Route) -> Result<Vec<u8>, ApiError> {
+        self.discord.get(self.bot, route, self.deadline)
+    }
 }
 
 /// What a handler learned that the log line needs.
-#[derive(Default)]
 struct Context {
+    started: Instant,
     session_prefix: Option<String>,
+}
+
+impl Context {
+    fn new() -> Self {
+        Context {
+            started: Instant::now(),
+            session_prefix: None,
+        }
+    }
 }
 
 impl Handler for Api {
     fn handle(&self, request: &Request) -> Response {
-        let started = Instant::now();
-        let mut context = Context::default();
+        let mut context = Context::new();
         let response = match self.dispatch(request, &mut context) {
             Ok(response) => response,
             Err(error) => error.to_response(),
         };
-        self.finish(Some(request), response, started, &context)
+        self.finish(Some(request), response, &context)
     }
 
     fn refuse(&self, request: Option<&Request>, error: ApiError) -> Response {
         if error == ApiError::Internal {
             log::error!("internal error while answering a request (see the panic above)");
         }
-        self.finish(
-            request,
-            error.to_response(),
-            Instant::now(),
-            &Context::default(),
-        )
+        self.finish(request, error.to_response(), &Context::new())
+    }
+
+    /// Requests that will call Discord for a bot take a place in that bot's
+    /// in-flight gate first, here on the connection thread: a flood for one
+    /// bot then waits without holding workers other bots need.
+    fn admit(&self, request: &Request) -> Result<Option<Ticket>, Response> {
+        let calls_discord = request.method == "GET"
+            && matches!(
+                resolve(&request.method, request.path()),
+                Ok(Endpoint::Guilds | Endpoint::Members | Endpoint::Channels | Endpoint::Messages)
+            );
+        let Some(bot) = calls_discord.then(|| self.session_bot(request)).flatten() else {
+            return Ok(None);
+        };
+        let owner: Arc<dyn AsRef<InFlightGate> + Send + Sync> = bot;
+        match InFlightGate::enter(owner, Instant::now() + self.max_wait) {
+            Some(pass) => Ok(Some(Box::new(pass))),
+            None => Err(self.refuse(
+                Some(request),
+                ApiError::RateLimited {
+                    message: "too many requests for this bot are in progress; retry shortly".into(),
+                    retry_after: Duration::from_secs(1),
+                },
+            )),
+        }
     }
 }
 
@@ -135,12 +184,17 @@ impl Api {
         let (session, bot) = self.authenticate(request)?;
         context.session_prefix = Some(session.prefix().to_string());
         let query = Query::parse(request.query())?;
+        let call = Call {
+            discord: &self.discord,
+            bot: &bot,
+            deadline: context.started + self.max_wait,
+        };
         let result = match endpoint {
             Endpoint::Logout => self.logout(&session),
-            Endpoint::Guilds => self.guilds(&bot),
-            Endpoint::Members => self.members(&bot, &query),
-            Endpoint::Channels => self.channels(&bot, &query),
-            Endpoint::Messages => self.messages(&bot, &query),
+            Endpoint::Guilds => guilds(&call),
+            Endpoint::Members => members(&call, &query),
+            Endpoint::Channels => channels(&call, &query),
+            Endpoint::Messages => messages(&call, &query),
             Endpoint::Login | Endpoint::Healthz => unreachable!("answered above"),
         };
         if result == Err(ApiError::TokenRejected) {
@@ -154,7 +208,6 @@ impl Api {
         &self,
         request: Option<&Request>,
         mut response: Response,
-        started: Instant,
         context: &Context,
     ) -> Response {
         let origin = request.and_then(|r| r.header("origin"));
@@ -167,27 +220,25 @@ impl Api {
             printable(method),
             target,
             response.status,
-            started.elapsed().as_secs_f64() * 1000.0,
+            context.started.elapsed().as_secs_f64() * 1000.0,
             context.session_prefix.as_deref().unwrap_or("-")
         );
         response
     }
 
-    fn authenticate(
-        &self,
-        request: &Request,
-    ) -> Result<(SessionId, Arc<crate::bots::Bot>), ApiError> {
+    /// The bot of the request's session, if it presents a live one.
+    fn session_bot(&self, request: &Request) -> Option<Arc<Bot>> {
+        let session = SessionId::parse(presented_session(request.header("authorization")?))?;
+        self.store.get(&session)
+    }
+
+    fn authenticate(&self, request: &Request) -> Result<(SessionId, Arc<Bot>), ApiError> {
         let header = request
             .header("authorization")
             .ok_or(ApiError::Unauthorized(
                 "missing Authorization header; send the session ID from /api/auth/login",
             ))?;
-        let header = header.trim();
-        let presented = match header.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
-            _ => header,
-        };
-        let session = SessionId::parse(presented)
+        let session = SessionId::parse(presented_session(header))
             .ok_or(ApiError::Unauthorized("invalid session ID; log in again"))?;
         let bot = self.store.get(&session).ok_or(ApiError::Unauthorized(
             "unknown or expired session; log in again",
@@ -200,7 +251,8 @@ impl Api {
     }
 
     /// Discord rejected the bot's token: end every session of that bot.
-    fn end_bot(&self, bot: &Arc<crate::bots::Bot>) {
+    fn end_bot(&self, bot: &Arc<Bot>) {
+        self.bots.remember_rejected(bot);
         let identity = bot.identity();
         for prefix in self.store.remove_bot(bot) {
             log::info!(
@@ -212,6 +264,15 @@ impl Api {
     }
 
     fn login(&self, request: &Request, context: &mut Context) -> Result<Response, ApiError> {
+        let ip = request.peer.ip();
+        let now = Instant::now();
+        if let Err(wait) = self.logins.check(ip, now) {
+            return Err(ApiError::RateLimited {
+                message: "too many failed logins from this address; retry after the given time"
+                    .into(),
+                retry_after: wait,
+            });
+        }
         let body: serde_json::Value = serde_json::from_slice(&request.body).map_err(|_| {
             ApiError::bad_request("body must be JSON like {\"token\": \"<bot token>\"}")
         })?;
@@ -221,15 +282,30 @@ impl Api {
             Some(_) => return Err(ApiError::bad_request("`token` must be a string")),
         };
         let token = Token::parse(raw).map_err(ApiError::bad_request)?;
+        if self.bots.was_rejected(&token) {
+            // Asking Discord again would only add to the host's invalid count.
+            self.logins.record_failure(ip, now);
+            return Err(ApiError::TokenRejected);
+        }
+        if !self.bots.is_live(&token) && self.invalid.over_threshold(now) {
+            return Err(ApiError::Unavailable(
+                "this host is close to Discord's limit of 10,000 invalid requests per 10 minutes; \
+                 logins with new tokens are paused, retry in a few minutes"
+                    .into(),
+            ));
+        }
         let bot = self.bots.get_or_create(token);
-        let me = self
-            .discord
-            .get(&bot, Route::CurrentUser)
-            .inspect_err(|e| {
-                if *e == ApiError::TokenRejected {
-                    self.end_bot(&bot);
-                }
-            })?;
+        let call = Call {
+            discord: &self.discord,
+            bot: &bot,
+            deadline: context.started + self.max_wait,
+        };
+        let me = call.get(Route::CurrentUser).inspect_err(|e| {
+            if *e == ApiError::TokenRejected {
+                self.logins.record_failure(ip, now);
+                self.end_bot(&bot);
+            }
+        })?;
         let identity: DiscordUser = serde_json::from_slice(&me).map_err(|_| {
             ApiError::BadGateway("Discord's /users/@me answer has no user id".into())
         })?;
@@ -276,183 +352,179 @@ impl Api {
             &serde_json::json!({"message": "Logged out successfully"}),
         ))
     }
+}
 
-    fn guilds(&self, bot: &crate::bots::Bot) -> Result<Response, ApiError> {
-        let mut pages = Vec::new();
-        let mut after = None;
-        for _ in 0..MAX_GUILD_PAGES {
-            let page = self.discord.get(
-                bot,
-                Route::CurrentUserGuilds {
-                    after,
-                    limit: GUILDS_PAGE,
-                },
-            )?;
-            let items = parse_page(&page, |item| item_id(item, "id"))?;
-            let full = items.len() == usize::from(GUILDS_PAGE);
-            after = items.iter().map(|(id, _)| *id).max();
-            drop(items);
-            pages.push(page);
-            if !full {
-                break;
-            }
+fn guilds(call: &Call) -> Result<Response, ApiError> {
+    let mut pages = Vec::new();
+    let mut after = None;
+    for _ in 0..MAX_GUILD_PAGES {
+        let page = call.get(Route::CurrentUserGuilds {
+            after,
+            limit: GUILDS_PAGE,
+        })?;
+        let items = parse_page(&page, |item| item_id(item, "id"))?;
+        let full = items.len() == usize::from(GUILDS_PAGE);
+        after = items.iter().map(|(id, _)| *id).max();
+        drop(items);
+        pages.push(page);
+        if !full {
+            break;
         }
-        if pages.len() == 1 {
-            return Ok(Response::json(200, pages.pop().unwrap_or_default()));
-        }
-        let mut items = Vec::new();
-        for page in &pages {
-            items.extend(parse_page(page, |item| item_id(item, "id"))?);
-        }
-        Ok(Response::json(200, join(items.iter().map(|(_, raw)| *raw))))
     }
+    if pages.len() == 1 {
+        return Ok(Response::json(200, pages.pop().unwrap_or_default()));
+    }
+    let mut items = Vec::new();
+    for page in &pages {
+        items.extend(parse_page(page, |item| item_id(item, "id"))?);
+    }
+    Ok(Response::json(200, join(items.iter().map(|(_, raw)| *raw))))
+}
 
-    /// The guild a request is about: `guildId`, or the bot's only guild.
-    fn guild(&self, bot: &crate::bots::Bot, query: &Query) -> Result<Snowflake, ApiError> {
-        if let Some(guild) = query.snowflake("guildId")? {
-            return Ok(guild);
+/// The guild a request is about: `guildId`, or the bot's only guild.
+fn guild(call: &Call, query: &Query) -> Result<Snowflake, ApiError> {
+    if let Some(guild) = query.snowflake("guildId")? {
+        return Ok(guild);
+    }
+    let page = call.get(Route::CurrentUserGuilds {
+        after: None,
+        limit: GUILDS_PAGE,
+    })?;
+    let guilds = parse_page(&page, |item| item_id(item, "id"))?;
+    match guilds.as_slice() {
+        [] => Err(ApiError::not_found("the bot is in no guild")),
+        [(only, _)] => Ok(*only),
+        several => Err(ApiError::bad_request(format!(
+            "`guildId` is required: the bot is in {}{} guilds",
+            several.len(),
+            if several.len() == usize::from(GUILDS_PAGE) {
+                " or more"
+            } else {
+                ""
+            }
+        ))),
+    }
+}
+
+fn channels(call: &Call, query: &Query) -> Result<Response, ApiError> {
+    let guild = guild(call, query)?;
+    let body = call.get(Route::GuildChannels { guild })?;
+    Ok(Response::json(200, body))
+}
+
+fn members(call: &Call, query: &Query) -> Result<Response, ApiError> {
+    let limit = query.integer("limit", 1..=MEMBERS_LIMIT_MAX, MEMBERS_LIMIT_DEFAULT)?;
+    let mut after = query.snowflake("after")?;
+    let guild = guild(call, query)?;
+    let fetch = |after, limit| {
+        call.get(Route::GuildMembers {
+            guild,
+            after,
+            limit,
+        })
+        .map_err(members_hint)
+    };
+    if limit <= MEMBERS_PAGE {
+        return Ok(Response::json(200, fetch(after, limit)?));
+    }
+    let mut pages = Vec::new();
+    let mut left = limit;
+    while left > 0 {
+        let want = left.min(MEMBERS_PAGE);
+        let page = fetch(after, want)?;
+        let items = parse_page(&page, member_id)?;
+        let got = items.len();
+        after = items.iter().map(|(id, _)| *id).max().or(after);
+        drop(items);
+        pages.push(page);
+        if got < usize::from(want) {
+            break;
         }
-        let page = self.discord.get(
-            bot,
-            Route::CurrentUserGuilds {
-                after: None,
-                limit: GUILDS_PAGE,
-            },
-        )?;
-        let guilds = parse_page(&page, |item| item_id(item, "id"))?;
-        match guilds.as_slice() {
-            [] => Err(ApiError::not_found("the bot is in no guild")),
-            [(only, _)] => Ok(*only),
-            several => Err(ApiError::bad_request(format!(
-                "`guildId` is required: the bot is in {}{} guilds",
-                several.len(),
-                if several.len() == usize::from(GUILDS_PAGE) {
-                    " or more"
+        left -= want;
+    }
+    let mut items = Vec::new();
+    for page in &pages {
+        items.extend(parse_page(page, member_id)?);
+    }
+    // Discord pages ascend by user id; keep that, and never repeat one.
+    items.sort_by_key(|(id, _)| *id);
+    items.dedup_by_key(|(id, _)| *id);
+    Ok(Response::json(200, join(items.iter().map(|(_, raw)| *raw))))
+}
+
+fn messages(call: &Call, query: &Query) -> Result<Response, ApiError> {
+    let channel = query.required_snowflake("channelId")?;
+    let limit = query.integer("limit", 1..=MESSAGES_LIMIT_MAX, MESSAGES_LIMIT_DEFAULT)?;
+    let cursors = [
+        query.snowflake("before")?.map(Cursor::Before),
+        query.snowflake("after")?.map(Cursor::After),
+        query.snowflake("around")?.map(Cursor::Around),
+    ];
+    let mut given = cursors.into_iter().flatten();
+    let cursor = given.next();
+    if given.next().is_some() {
+        return Err(ApiError::bad_request(
+            "give at most one of `before`, `after` and `around`",
+        ));
+    }
+    if matches!(cursor, Some(Cursor::Around(_))) && limit > MESSAGES_PAGE {
+        return Err(ApiError::bad_request(
+            "`around` works only with `limit` up to 100",
+        ));
+    }
+    let fetch = |cursor, limit| {
+        call.get(Route::ChannelMessages {
+            channel,
+            cursor,
+            limit,
+        })
+    };
+    if limit <= MESSAGES_PAGE {
+        return Ok(Response::json(200, fetch(cursor, limit)?));
+    }
+    // Page away from the cursor: back in time from `before` (or now),
+    // forward in time from `after`.
+    let forward = matches!(cursor, Some(Cursor::After(_)));
+    let mut cursor = cursor;
+    let mut pages = Vec::new();
+    let mut left = limit;
+    while left > 0 {
+        let want = left.min(MESSAGES_PAGE);
+        let page = fetch(cursor, want)?;
+        let items = parse_page(&page, |item| item_id(item, "id"))?;
+        let got = items.len();
+        let ids = items.iter().map(|(id, _)| *id);
+        let next = if forward { ids.max() } else { ids.min() };
+        drop(items);
+        pages.push(page);
+        match next {
+            Some(id) if got == usize::from(want) => {
+                cursor = Some(if forward {
+                    Cursor::After(id)
                 } else {
-                    ""
-                }
-            ))),
-        }
-    }
-
-    fn channels(&self, bot: &crate::bots::Bot, query: &Query) -> Result<Response, ApiError> {
-        let guild = self.guild(bot, query)?;
-        let body = self.discord.get(bot, Route::GuildChannels { guild })?;
-        Ok(Response::json(200, body))
-    }
-
-    fn members(&self, bot: &crate::bots::Bot, query: &Query) -> Result<Response, ApiError> {
-        let limit = query.integer("limit", 1..=MEMBERS_LIMIT_MAX, MEMBERS_LIMIT_DEFAULT)?;
-        let mut after = query.snowflake("after")?;
-        let guild = self.guild(bot, query)?;
-        let fetch = |after, limit| {
-            self.discord
-                .get(
-                    bot,
-                    Route::GuildMembers {
-                        guild,
-                        after,
-                        limit,
-                    },
-                )
-                .map_err(members_hint)
-        };
-        if limit <= MEMBERS_PAGE {
-            return Ok(Response::json(200, fetch(after, limit)?));
-        }
-        let mut pages = Vec::new();
-        let mut left = limit;
-        while left > 0 {
-            let want = left.min(MEMBERS_PAGE);
-            let page = fetch(after, want)?;
-            let items = parse_page(&page, member_id)?;
-            let got = items.len();
-            after = items.iter().map(|(id, _)| *id).max().or(after);
-            drop(items);
-            pages.push(page);
-            if got < usize::from(want) {
-                break;
+                    Cursor::Before(id)
+                });
             }
-            left -= want;
+            _ => break,
         }
-        let mut items = Vec::new();
-        for page in &pages {
-            items.extend(parse_page(page, member_id)?);
-        }
-        // Discord pages ascend by user id; keep that, and never repeat one.
-        items.sort_by_key(|(id, _)| *id);
-        items.dedup_by_key(|(id, _)| *id);
-        Ok(Response::json(200, join(items.iter().map(|(_, raw)| *raw))))
+        left -= want;
     }
+    let mut items = Vec::new();
+    for page in &pages {
+        items.extend(parse_page(page, |item| item_id(item, "id"))?);
+    }
+    // Newest first, as Discord orders a page; ids are time-ordered.
+    items.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+    items.dedup_by_key(|(id, _)| *id);
+    Ok(Response::json(200, join(items.iter().map(|(_, raw)| *raw))))
+}
 
-    fn messages(&self, bot: &crate::bots::Bot, query: &Query) -> Result<Response, ApiError> {
-        let channel = query.required_snowflake("channelId")?;
-        let limit = query.integer("limit", 1..=MESSAGES_LIMIT_MAX, MESSAGES_LIMIT_DEFAULT)?;
-        let cursors = [
-            query.snowflake("before")?.map(Cursor::Before),
-            query.snowflake("after")?.map(Cursor::After),
-            query.snowflake("around")?.map(Cursor::Around),
-        ];
-        let mut given = cursors.into_iter().flatten();
-        let cursor = given.next();
-        if given.next().is_some() {
-            return Err(ApiError::bad_request(
-                "give at most one of `before`, `after` and `around`",
-            ));
-        }
-        if matches!(cursor, Some(Cursor::Around(_))) && limit > MESSAGES_PAGE {
-            return Err(ApiError::bad_request(
-                "`around` works only with `limit` up to 100",
-            ));
-        }
-        let fetch = |cursor, limit| {
-            self.discord.get(
-                bot,
-                Route::ChannelMessages {
-                    channel,
-                    cursor,
-                    limit,
-                },
-            )
-        };
-        if limit <= MESSAGES_PAGE {
-            return Ok(Response::json(200, fetch(cursor, limit)?));
-        }
-        // Page away from the cursor: back in time from `before` (or now),
-        // forward in time from `after`.
-        let forward = matches!(cursor, Some(Cursor::After(_)));
-        let mut cursor = cursor;
-        let mut pages = Vec::new();
-        let mut left = limit;
-        while left > 0 {
-            let want = left.min(MESSAGES_PAGE);
-            let page = fetch(cursor, want)?;
-            let items = parse_page(&page, |item| item_id(item, "id"))?;
-            let got = items.len();
-            let ids = items.iter().map(|(id, _)| *id);
-            let next = if forward { ids.max() } else { ids.min() };
-            drop(items);
-            pages.push(page);
-            match next {
-                Some(id) if got == usize::from(want) => {
-                    cursor = Some(if forward {
-                        Cursor::After(id)
-                    } else {
-                        Cursor::Before(id)
-                    });
-                }
-                _ => break,
-            }
-            left -= want;
-        }
-        let mut items = Vec::new();
-        for page in &pages {
-            items.extend(parse_page(page, |item| item_id(item, "id"))?);
-        }
-        // Newest first, as Discord orders a page; ids are time-ordered.
-        items.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
-        items.dedup_by_key(|(id, _)| *id);
-        Ok(Response::json(200, join(items.iter().map(|(_, raw)| *raw))))
+/// The session ID in an `Authorization` value: bare, or after `Bearer `.
+fn presented_session(header: &str) -> &str {
+    let header = header.trim();
+    match header.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => header,
     }
 }
 

@@ -127,12 +127,21 @@ impl Response {
     }
 }
 
+/// Held while a request is worked on; dropped once its answer is ready.
+pub type Ticket = Box<dyn Send>;
+
 /// What the front calls. `handle` runs on a worker; `refuse` runs on the
 /// connection thread for requests the front turns away itself (too large,
 /// malformed, overloaded). `request` is `None` when the head was unreadable.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: &Request) -> Response;
     fn refuse(&self, request: Option<&Request>, error: ApiError) -> Response;
+    /// Runs on the connection thread before the request is queued for a
+    /// worker, and may block for a bounded time: a place to make a flood
+    /// wait without holding workers. `Err` is written as the answer.
+    fn admit(&self, _request: &Request) -> Result<Option<Ticket>, Response> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -346,7 +355,14 @@ impl<'a> Connection<'a> {
             let consumed = head.head_len + head.body_len;
             let mut keep_alive = head.keep_alive;
             self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-            let response = self.dispatch(head.request);
+            let response = match self.shared.handler.admit(&head.request) {
+                Ok(ticket) => {
+                    let response = self.dispatch(head.request);
+                    drop(ticket);
+                    response
+                }
+                Err(refusal) => refusal,
+            };
             self.buf.drain(..consumed);
             if self.shared.stopping.load(Ordering::SeqCst) {
                 keep_alive = false;

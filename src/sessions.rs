@@ -195,8 +195,14 @@ impl SessionStore for MemoryStore {
 }
 
 /// Removes expired sessions, bots without sessions and their idle rate-limit
-/// buckets, every `every`, so memory does not grow with dead sessions.
-pub fn spawn_sweeper(store: Arc<dyn SessionStore>, bots: Arc<BotRegistry>, every: Duration) {
+/// buckets (and runs `also`), every `every`, so memory does not grow with
+/// dead sessions.
+pub fn spawn_sweeper(
+    store: Arc<dyn SessionStore>,
+    bots: Arc<BotRegistry>,
+    also: impl Fn() + Send + 'static,
+    every: Duration,
+) {
     let sweep = move || loop {
         std::thread::sleep(every);
         for (prefix, bot) in store.sweep() {
@@ -208,6 +214,7 @@ pub fn spawn_sweeper(store: Arc<dyn SessionStore>, bots: Arc<BotRegistry>, every
             );
         }
         bots.sweep();
+        also();
     };
     if let Err(err) = std::thread::Builder::new()
         .name("sweeper".into())
@@ -245,7 +252,7 @@ mod tests {
 
     #[test]
     fn store_refuses_past_max_sessions() {
-        let registry = BotRegistry::default();
+        let registry = BotRegistry::new(50, 8);
         let store = MemoryStore::new(2, Duration::from_secs(60));
         store.create(bot(&registry, "a")).unwrap();
         store.create(bot(&registry, "a")).unwrap();
@@ -254,7 +261,7 @@ mod tests {
 
     #[test]
     fn expired_sessions_are_not_served_and_are_swept() {
-        let registry = BotRegistry::default();
+        let registry = BotRegistry::new(50, 8);
         let store = MemoryStore::new(10, Duration::from_millis(20));
         let id = store.create(bot(&registry, "a")).unwrap();
         std::thread::sleep(Duration::from_millis(40));
@@ -266,7 +273,7 @@ mod tests {
 
     #[test]
     fn remove_bot_ends_only_that_bots_sessions() {
-        let registry = BotRegistry::default();
+        let registry = BotRegistry::new(50, 8);
         let store = MemoryStore::new(10, Duration::from_secs(60));
         let a = bot(&registry, "a");
         store.create(Arc::clone(&a)).unwrap();

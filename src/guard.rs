@@ -1,0 +1,201 @@
+//! guard: protects the host's IP from Discord's invalid-request ban, and
+//! the service from login brute force.
+//!
+//! Discord bans an IP for a while after 10,000 invalid requests (401, 403,
+//! and 429 other than `shared` scope) in 10 minutes (`topics/rate-limits`,
+//! "Invalid Request Limit"). Every bot this process serves shares one IP, so
+//! the count is process-wide. Past a safety threshold we refuse the requests
+//! most likely to be invalid: logins with tokens we have not seen work.
+//!
+//! Architecture invariants: counters are per 10-second slot in a fixed ring,
+//! so memory is constant however many requests fail; the per-IP login map is
+//! swept and capped.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// Discord's window for invalid requests.
+pub const INVALID_WINDOW: Duration = Duration::from_secs(600);
+/// Discord's ban threshold; our default refusal threshold stays well below.
+pub const DISCORD_INVALID_LIMIT: u64 = 10_000;
+pub const DEFAULT_INVALID_THRESHOLD: u64 = 8_000;
+/// The window is counted in slots of this length.
+const SLOT: Duration = Duration::from_secs(10);
+const SLOTS: usize = (INVALID_WINDOW.as_secs() / SLOT.as_secs()) as usize;
+/// A warning is logged each time the count crosses a multiple of this.
+const WARN_EVERY: u64 = 1000;
+
+/// Process-wide sliding count of Discord answers that count as invalid.
+pub struct InvalidRequests {
+    epoch: Instant,
+    threshold: u64,
+    /// (slot number, count) per ring position.
+    slots: Mutex<[(u64, u64); SLOTS]>,
+    last_warned: AtomicU64,
+}
+
+impl InvalidRequests {
+    pub fn new(threshold: u64) -> Self {
+        InvalidRequests {
+            epoch: Instant::now(),
+            threshold,
+            slots: Mutex::new([(u64::MAX, 0); SLOTS]),
+            last_warned: AtomicU64::new(0),
+        }
+    }
+
+    fn slot_number(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.epoch).as_secs()) / SLOT.as_secs()
+    }
+
+    /// Whether a Discord answer counts: 401, 403, and 429 unless `shared`.
+    pub fn counts(status: u16, scope: Option<&str>) -> bool {
+        matches!(status, 401 | 403) || (status == 429 && scope != Some("shared"))
+    }
+
+    pub fn record(&self, now: Instant) {
+        let current = self.slot_number(now);
+        {
+            let mut slots = self.slots.lock();
+            let slot = &mut slots[(current % SLOTS as u64) as usize];
+            if slot.0 != current {
+                *slot = (current, 0);
+            }
+            slot.1 += 1;
+        }
+        let total = self.count(now);
+        let step = total / WARN_EVERY;
+        if step > 0 && self.last_warned.fetch_max(step, Ordering::SeqCst) < step {
+            log::warn!(
+                "{total} invalid Discord requests (401/403/429) in the last 10 minutes from this \
+                 host; Discord bans the IP at {DISCORD_INVALID_LIMIT}, new logins are refused from {}",
+                self.threshold
+            );
+        }
+    }
+
+    /// Invalid requests in the last 10 minutes.
+    pub fn count(&self, now: Instant) -> u64 {
+        let current = self.slot_number(now);
+        let oldest = current.saturating_sub(SLOTS as u64 - 1);
+        let slots = self.slots.lock();
+        slots
+            .iter()
+            .filter(|(n, _)| *n != u64::MAX && *n >= oldest && *n <= current)
+            .map(|(_, c)| c)
+            .sum()
+    }
+
+    /// True when requests likely to be invalid should not be sent.
+    pub fn over_threshold(&self, now: Instant) -> bool {
+        self.count(now) >= self.threshold
+    }
+}
+
+/// Failed logins allowed per client IP per window.
+pub const LOGIN_FAILURES_ALLOWED: usize = 5;
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// IPs tracked at once; beyond this the oldest entries are dropped.
+const MAX_TRACKED_IPS: usize = 100_000;
+
+/// Per-IP failed-login throttle: after 5 failures in a minute, logins from
+/// that IP get 429 until the oldest failure is a minute old.
+#[derive(Default)]
+pub struct LoginThrottle {
+    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+}
+
+impl LoginThrottle {
+    /// `Err(wait)` when this IP must wait before trying again.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let failures = self.failures.lock();
+        let Some(times) = failures.get(&ip) else {
+            return Ok(());
+        };
+        let recent: Vec<&Instant> = times.iter().filter(|t| now < **t + LOGIN_WINDOW).collect();
+        if recent.len() < LOGIN_FAILURES_ALLOWED {
+            return Ok(());
+        }
+        let oldest = recent.iter().min().copied().copied().unwrap_or(now);
+        Err((oldest + LOGIN_WINDOW).saturating_duration_since(now))
+    }
+
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let mut failures = self.failures.lock();
+        if failures.len() >= MAX_TRACKED_IPS && !failures.contains_key(&ip) {
+            failures.retain(|_, times| times.iter().any(|t| now < *t + LOGIN_WINDOW));
+            if failures.len() >= MAX_TRACKED_IPS {
+                // Still full of live entries: forget an arbitrary one rather
+                // than grow without bound.
+                if let Some(victim) = failures.keys().next().copied() {
+                    failures.remove(&victim);
+                }
+            }
+        }
+        let times = failures.entry(ip).or_default();
+        times.retain(|t| now < *t + LOGIN_WINDOW);
+        times.push(now);
+        if times.len() > LOGIN_FAILURES_ALLOWED {
+            times.remove(0);
+        }
+    }
+
+    /// Drops IPs with no failure in the window.
+    pub fn sweep(&self, now: Instant) {
+        self.failures
+            .lock()
+            .retain(|_, times| times.iter().any(|t| now < *t + LOGIN_WINDOW));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_requests_are_401_403_and_non_shared_429() {
+        assert!(InvalidRequests::counts(401, None));
+        assert!(InvalidRequests::counts(403, None));
+        assert!(InvalidRequests::counts(429, Some("user")));
+        assert!(InvalidRequests::counts(429, Some("global")));
+        assert!(!InvalidRequests::counts(429, Some("shared")));
+        assert!(!InvalidRequests::counts(404, None));
+    }
+
+    #[test]
+    fn the_count_slides_out_after_ten_minutes() {
+        let guard = InvalidRequests::new(3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            guard.record(t0);
+        }
+        assert!(guard.over_threshold(t0));
+        assert!(guard.over_threshold(t0 + Duration::from_secs(300)));
+        assert!(!guard.over_threshold(t0 + INVALID_WINDOW + SLOT));
+        assert_eq!(guard.count(t0 + INVALID_WINDOW + SLOT), 0);
+    }
+
+    #[test]
+    fn five_failed_logins_a_minute_then_429_until_the_oldest_ages_out() {
+        let throttle = LoginThrottle::default();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let t0 = Instant::now();
+        for n in 0..5 {
+            assert!(throttle.check(ip, t0).is_ok());
+            throttle.record_failure(ip, t0 + Duration::from_secs(n));
+        }
+        let wait = throttle
+            .check(ip, t0 + Duration::from_secs(10))
+            .unwrap_err();
+        assert_eq!(wait, Duration::from_secs(50));
+        assert!(
+            throttle.check("192.0.2.8".parse().unwrap(), t0).is_ok(),
+            "other IPs unaffected"
+        );
+        assert!(throttle.check(ip, t0 + LOGIN_WINDOW).is_ok());
+    }
+}
