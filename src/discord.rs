@@ -223,7 +223,7 @@ impl Discord {
         let mut response = match sent {
             Ok(response) => response,
             Err(err) => {
-                bot.limiter.abandon(slot);
+                bot.limiter.abandon(slot, self.clock.now());
                 return transport_failure(&err, "Discord is unreachable");
             }
         };

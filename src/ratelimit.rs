@@ -30,7 +30,7 @@
 //! - the limiter never sees a token, only the bot entry that owns it;
 //! - time comes through `Clock`, so tests advance time without sleeping.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ pub const DEFAULT_GLOBAL_PER_SECOND: u32 = 50;
 /// Added to the global window and to every bucket reset, because Discord
 /// counts by when requests *arrive*, and arrival jitter could otherwise put
 /// one request too many into Discord's window.
-const SAFETY_MARGIN: Duration = Duration::from_millis(25);
+const SAFETY_MARGIN: Duration = Duration::from_millis(10);
 /// Bucket state untouched this long is forgotten, so the map does not grow
 /// with every channel a bot ever read.
 const BUCKET_IDLE_TTL: Duration = Duration::from_secs(300);
@@ -107,6 +107,10 @@ struct Bucket {
     /// After a 429: nothing is sent before this.
     blocked_until: Option<Instant>,
     last_used: Instant,
+    /// Tickets of the requests waiting on this bucket, oldest first: only
+    /// the oldest may take the next slot, so no request starves while newer
+    /// ones for the same bucket keep winning the race.
+    queue: VecDeque<u64>,
 }
 
 impl Bucket {
@@ -117,6 +121,7 @@ impl Bucket {
             in_flight: 0,
             blocked_until: None,
             last_used: now,
+            queue: VecDeque::new(),
         }
     }
 }
@@ -170,10 +175,20 @@ struct State {
     /// Route template → the bucket hash Discord named for it.
     hashes: HashMap<&'static str, Arc<str>>,
     buckets: HashMap<BucketKey, Bucket>,
-    /// Send times of the last `global_per_second` requests.
-    recent: VecDeque<Instant>,
+    /// The bot's recent requests for the global limit: (slot id, time).
+    /// The time is when the slot was taken, moved to when the answer came
+    /// once it does: Discord counts a request when it *arrives*, which is
+    /// somewhere in between, so the answer's time is the safe one (a slow
+    /// connect must not let the next second's requests crowd into this
+    /// one). Holds at most the limit plus the requests in flight.
+    recent: Vec<(u64, Instant)>,
     /// After a global 429: nothing is sent before this.
     global_blocked_until: Option<Instant>,
+    next_ticket: u64,
+    /// Tickets of requests their bucket would admit but the global limit
+    /// does not, oldest first: freed global slots go to them in order, so no
+    /// route falls behind because others keep winning the race.
+    global_queue: BTreeSet<u64>,
 }
 
 /// The per-bot limiter.
@@ -191,6 +206,8 @@ pub struct BotLimiter {
 pub struct Slot {
     key: BucketKey,
     route: RouteKey,
+    /// This request's entry in the global log.
+    id: u64,
 }
 
 impl Slot {
@@ -205,8 +222,10 @@ impl BotLimiter {
             state: Mutex::new(State {
                 hashes: HashMap::new(),
                 buckets: HashMap::new(),
-                recent: VecDeque::with_capacity(global_per_second as usize),
+                recent: Vec::with_capacity(global_per_second as usize),
                 global_blocked_until: None,
+                next_ticket: 0,
+                global_queue: BTreeSet::new(),
             }),
             changed: Condvar::new(),
             global_per_second: global_per_second.max(1),
@@ -223,14 +242,33 @@ impl BotLimiter {
         deadline: Instant,
     ) -> Result<Slot, TooLong> {
         let mut state = self.state.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
         loop {
             let now = clock.now();
-            let wait = match self.try_take(&mut state, route, now) {
-                Ok(slot) => return Ok(slot),
-                Err(Wait::For(wait)) if now + wait > deadline => return Err(TooLong { wait }),
-                Err(Wait::For(wait)) => wait,
-                Err(Wait::ForAnswer) if now >= deadline => return Err(TooLong { wait: RECHECK }),
-                Err(Wait::ForAnswer) => RECHECK.min(deadline - now),
+            let wait = match self.try_take(&mut state, route, ticket, now) {
+                Ok(slot) => {
+                    let others_waiting = !state.global_queue.is_empty()
+                        || state
+                            .buckets
+                            .get(&slot.key)
+                            .is_some_and(|b| !b.queue.is_empty());
+                    if others_waiting {
+                        self.changed.notify_all();
+                    }
+                    return Ok(slot);
+                }
+                Err(Wait::For(wait)) if now + wait > deadline => Err(TooLong { wait }),
+                Err(Wait::For(wait)) => Ok(wait),
+                Err(Wait::ForAnswer) if now >= deadline => Err(TooLong { wait: RECHECK }),
+                Err(Wait::ForAnswer) => Ok(RECHECK.min(deadline - now)),
+            };
+            let wait = match wait {
+                Ok(wait) => wait,
+                Err(too_long) => {
+                    self.withdraw(&mut state, ticket);
+                    return Err(too_long);
+                }
             };
             // The condvar releases the lock while waiting; any answer to
             // this bot wakes us early to look again.
@@ -240,65 +278,112 @@ impl BotLimiter {
         }
     }
 
-    fn try_take(&self, state: &mut State, route: RouteKey, now: Instant) -> Result<Slot, Wait> {
-        if let Some(until) = state.global_blocked_until.filter(|u| *u > now) {
-            return Err(Wait::For(until - now));
-        }
+    /// Takes a slot for `ticket` if it may send now; otherwise queues the
+    /// ticket on the bucket (once) and says how long to wait.
+    fn try_take(
+        &self,
+        state: &mut State,
+        route: RouteKey,
+        ticket: u64,
+        now: Instant,
+    ) -> Result<Slot, Wait> {
         let key = bucket_key(state, route);
+        let verdict = self.check(state, &key, ticket, now);
         let bucket = state
             .buckets
-            .entry(key.clone())
-            .or_insert_with(|| Bucket::probing(now));
-        if let Some(until) = bucket.blocked_until {
-            if until > now {
-                return Err(Wait::For(until - now));
+            .get_mut(&key)
+            .expect("check inserts the bucket");
+        if let Err(wait) = verdict {
+            if !bucket.queue.contains(&ticket) {
+                bucket.queue.push_back(ticket);
             }
-            bucket.blocked_until = None;
+            return Err(wait);
         }
-        match &mut bucket.limit {
-            Limit::Probing if bucket.in_flight > 0 => return Err(Wait::ForAnswer),
-            Limit::Probing | Limit::Unlimited => {}
-            Limit::Known { limit, reset_at } => {
-                if reset_at.is_some_and(|r| now >= r) {
-                    // A new window: the next answer tells its reset time.
-                    bucket.remaining = limit.saturating_sub(bucket.in_flight);
-                    *reset_at = None;
-                }
-                if bucket.remaining == 0 {
-                    match reset_at {
-                        Some(r) => return Err(Wait::For(*r - now)),
-                        None if bucket.in_flight > 0 => return Err(Wait::ForAnswer),
-                        // Nothing in flight will tell us the new window:
-                        // learn it again with a single request.
-                        None => bucket.limit = Limit::Probing,
-                    }
-                }
-            }
+        if bucket.queue.front() == Some(&ticket) {
+            bucket.queue.pop_front();
         }
-        // The global sliding log: the oldest of the last N sends must be
-        // more than a second (plus margin) ago.
-        let window = Duration::from_secs(1) + SAFETY_MARGIN;
-        if state.recent.len() >= self.global_per_second as usize {
-            if let Some(oldest) = state.recent.front().copied() {
-                if now < oldest + window {
-                    return Err(Wait::For(oldest + window - now));
-                }
-                state.recent.pop_front();
-            }
-        }
-        state.recent.push_back(now);
-        let bucket = state.buckets.get_mut(&key).expect("inserted above");
+        state.global_queue.remove(&ticket);
         bucket.in_flight += 1;
         bucket.remaining = bucket.remaining.saturating_sub(1);
         bucket.last_used = now;
-        Ok(Slot { key, route })
+        state.recent.push((ticket, now));
+        Ok(Slot {
+            key,
+            route,
+            id: ticket,
+        })
+    }
+
+    /// Whether `ticket` may send on `key` now. Changes nothing but what
+    /// time has already decided (a window that ended, a log entry that aged
+    /// out).
+    fn check(
+        &self,
+        state: &mut State,
+        key: &BucketKey,
+        ticket: u64,
+        now: Instant,
+    ) -> Result<(), Wait> {
+        state
+            .buckets
+            .entry(key.clone())
+            .or_insert_with(|| Bucket::probing(now));
+        if let Some(until) = state.global_blocked_until.filter(|u| *u > now) {
+            return Err(Wait::For(until - now));
+        }
+        let bucket = state.buckets.get_mut(key).expect("inserted above");
+        if let Err(wait) = bucket_verdict(bucket, ticket, now) {
+            state.global_queue.remove(&ticket);
+            return Err(wait);
+        }
+        match self.global_wait(state, now) {
+            Some(wait) => {
+                state.global_queue.insert(ticket);
+                Err(Wait::For(wait))
+            }
+            None => match state.global_queue.first() {
+                Some(oldest) if *oldest != ticket => {
+                    state.global_queue.insert(ticket);
+                    Err(Wait::ForAnswer)
+                }
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// The sliding log: at most N requests in any window of a second (plus
+    /// margin). Forgets entries that have aged out; if N remain, says how
+    /// long until enough of them age out.
+    fn global_wait(&self, state: &mut State, now: Instant) -> Option<Duration> {
+        // Entries are stamped when the answer came, which is after Discord
+        // counted the request, so a plain second is already on the safe side.
+        let window = Duration::from_secs(1);
+        state.recent.retain(|(_, at)| now < *at + window);
+        let limit = self.global_per_second as usize;
+        if state.recent.len() < limit {
+            return None;
+        }
+        // The entry whose expiry brings the count below the limit.
+        state.recent.sort_unstable_by_key(|(_, at)| *at);
+        let (_, at) = state.recent[state.recent.len() - limit];
+        Some(at + window - now)
+    }
+
+    /// A waiter gave up: take its ticket out of line and let the next go.
+    fn withdraw(&self, state: &mut State, ticket: u64) {
+        state.global_queue.remove(&ticket);
+        for bucket in state.buckets.values_mut() {
+            bucket.queue.retain(|t| *t != ticket);
+        }
+        self.changed.notify_all();
     }
 
     /// An answer arrived for `slot`: learn from its headers and wake waiters.
     pub fn complete(&self, slot: Slot, seen: &Observed, now: Instant) {
         let mut state = self.state.lock();
-        let Slot { key, route } = slot;
+        let Slot { key, route, id, .. } = slot;
         release(&mut state, &key);
+        answered(&mut state, id, now);
         let hash_changed = seen.bucket.as_deref().is_some_and(|hash| {
             state
                 .hashes
@@ -325,22 +410,26 @@ impl BotLimiter {
         bucket.last_used = now;
         if seen.has_limit() {
             let remaining = seen.remaining.unwrap_or(0);
-            let reset_at = now + seen.reset_after.unwrap_or_default() + SAFETY_MARGIN;
+            // `reset_after` was counted when Discord handled the request, so
+            // reckoning it from the answer's arrival already errs late.
+            let reset_at = now + seen.reset_after.unwrap_or_default();
             let limit = seen.limit.unwrap_or(remaining + 1).max(1);
-            let same_window = match bucket.limit {
+            let (remaining, reset_at) = match bucket.limit {
+                // Our own count (limit minus what we sent this window) is
+                // exact while we are the token's only user; Discord's
+                // `remaining` lags behind our requests still in flight but
+                // catches anyone else using the token. Trust the lower.
                 Limit::Known {
-                    reset_at: Some(known),
-                    ..
-                } => reset_at <= known + RESET_SLACK,
-                _ => false,
+                    reset_at: known, ..
+                } => (
+                    bucket.remaining.min(remaining),
+                    known.map_or(reset_at, |k| k.max(reset_at)),
+                ),
+                // Learning: requests in flight now were sent after this
+                // answer's count was taken.
+                _ => (remaining.saturating_sub(bucket.in_flight), reset_at),
             };
-            // Requests still in flight may not have reached Discord yet.
-            let fresh = remaining.saturating_sub(bucket.in_flight);
-            bucket.remaining = if same_window {
-                bucket.remaining.min(fresh)
-            } else {
-                fresh
-            };
+            bucket.remaining = remaining;
             bucket.limit = Limit::Known {
                 limit,
                 reset_at: Some(reset_at),
@@ -365,8 +454,9 @@ impl BotLimiter {
     ) {
         let until = now + retry_after + SAFETY_MARGIN;
         let mut state = self.state.lock();
-        let Slot { key, route } = slot;
+        let Slot { key, route, id, .. } = slot;
         release(&mut state, &key);
+        answered(&mut state, id, now);
         if global || seen.global || seen.scope.as_deref() == Some("global") {
             state.global_blocked_until = state.global_blocked_until.max(Some(until));
         } else {
@@ -391,9 +481,10 @@ impl BotLimiter {
 
     /// No answer came for `slot` (timeout, dropped connection). The slot
     /// stays used; a probe is released so another request can try.
-    pub fn abandon(&self, slot: Slot) {
+    pub fn abandon(&self, slot: Slot, now: Instant) {
         let mut state = self.state.lock();
         release(&mut state, &slot.key);
+        answered(&mut state, slot.id, now);
         drop(state);
         self.changed.notify_all();
     }
@@ -460,14 +551,58 @@ impl Drop for GatePass {
     }
 }
 
-/// Two answers of one window report resets this close together.
-const RESET_SLACK: Duration = Duration::from_millis(500);
-
 enum Wait {
     /// A known time.
     For(Duration),
     /// Until another request's answer tells us more.
     ForAnswer,
+}
+
+/// Whether the bucket admits `ticket` now: it is first in the bucket's
+/// line, and the bucket has a slot (or may be probed). Applies what time
+/// has decided: a window that ended, a 429 pause that is over.
+fn bucket_verdict(bucket: &mut Bucket, ticket: u64, now: Instant) -> Result<(), Wait> {
+    if let Some(until) = bucket.blocked_until {
+        if until > now {
+            return Err(Wait::For(until - now));
+        }
+        bucket.blocked_until = None;
+    }
+    if bucket.queue.front().is_some_and(|first| *first != ticket) {
+        return Err(Wait::ForAnswer);
+    }
+    match &mut bucket.limit {
+        Limit::Probing if bucket.in_flight > 0 => Err(Wait::ForAnswer),
+        Limit::Probing | Limit::Unlimited => Ok(()),
+        Limit::Known { limit, reset_at } => {
+            if reset_at.is_some_and(|r| now >= r) {
+                // A new window: the next answer tells its reset time.
+                bucket.remaining = limit.saturating_sub(bucket.in_flight);
+                *reset_at = None;
+            }
+            if bucket.remaining > 0 {
+                return Ok(());
+            }
+            match reset_at {
+                Some(r) => Err(Wait::For(*r - now)),
+                None if bucket.in_flight > 0 => Err(Wait::ForAnswer),
+                // Nothing in flight will tell us the new window: learn it
+                // again with a single request.
+                None => {
+                    bucket.limit = Limit::Probing;
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// The request's answer (or failure) came at `now`: it reached Discord no
+/// later than that.
+fn answered(state: &mut State, id: u64, now: Instant) {
+    if let Some(entry) = state.recent.iter_mut().find(|(slot, _)| *slot == id) {
+        entry.1 = entry.1.max(now);
+    }
 }
 
 fn release(state: &mut State, key: &BucketKey) {
@@ -599,19 +734,33 @@ mod tests {
     }
 
     #[test]
-    fn answers_in_flight_are_not_counted_twice() {
+    fn answers_arriving_out_of_order_lose_no_slot() {
         let clock = ManualClock::new();
         let limiter = limiter();
         let probe = take_now(&limiter, &clock, route(1)).unwrap();
         limiter.complete(probe, &headers("h", 5, 4, 1.0), clock.now());
         let a = take_now(&limiter, &clock, route(1)).unwrap();
         let b = take_now(&limiter, &clock, route(1)).unwrap();
-        // Discord saw `a` but not yet `b`: remaining 3 means 2 for us.
+        // Discord counted both; b's answer comes first, then a's.
+        limiter.complete(b, &headers("h", 5, 2, 0.9), clock.now());
         limiter.complete(a, &headers("h", 5, 3, 0.9), clock.now());
         take_now(&limiter, &clock, route(1)).unwrap();
         take_now(&limiter, &clock, route(1)).unwrap();
+        assert!(
+            take_now(&limiter, &clock, route(1)).is_err(),
+            "exactly 5 in the window"
+        );
+    }
+
+    #[test]
+    fn another_user_of_the_token_lowers_what_we_may_send() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let probe = take_now(&limiter, &clock, route(1)).unwrap();
+        // Someone else already used 3 of 5.
+        limiter.complete(probe, &headers("h", 5, 1, 1.0), clock.now());
+        take_now(&limiter, &clock, route(1)).unwrap();
         assert!(take_now(&limiter, &clock, route(1)).is_err());
-        drop(b);
     }
 
     #[test]
@@ -740,7 +889,7 @@ mod tests {
         let clock = ManualClock::new();
         let limiter = limiter();
         let probe = take_now(&limiter, &clock, route(1)).unwrap();
-        limiter.abandon(probe);
+        limiter.abandon(probe, clock.now());
         take_now(&limiter, &clock, route(1)).unwrap();
     }
 
