@@ -1,5 +1,5 @@
 # One entry point per task a newcomer needs. `make help` lists them.
-.PHONY: help build run test lint demo release static clean
+.PHONY: help build run test lint demo release static bench clean
 
 CARGO ?= cargo
 
@@ -9,6 +9,8 @@ help:
 	@echo "make lint     clippy with warnings as errors, and rustfmt --check"
 	@echo "make demo     the service plus the bundled fake Discord, with curl commands that work offline"
 	@echo "make release  optimised binaries in target/release"
+	@echo "make static   a fully static musl binary"
+	@echo "make bench    the benchmark table of benches/RESULTS.md, measured on this machine"
 
 build:
 	$(CARGO) build --workspace
@@ -30,6 +32,21 @@ demo:
 
 release:
 	$(CARGO) build --release --workspace
+
+MUSL := x86_64-unknown-linux-musl
+
+static:
+	rustup target list --installed | grep -q $(MUSL) || rustup target add $(MUSL)
+	command -v musl-gcc >/dev/null || apt-get install -y -qq musl-tools
+	$(CARGO) build --release --target $(MUSL) --bin discord-bot-backend
+	@ls -l target/$(MUSL)/release/discord-bot-backend
+
+# The upstream stand-in is its own crate (hyper): only this target builds it.
+bench:
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(CARGO) build --release --workspace
+	cd benches/upstream && $(CARGO) build --release
+	python3 benches/bench.py
 
 clean:
 	$(CARGO) clean

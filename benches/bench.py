@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""`make bench`: the service against a fast stand-in for Discord, driven by wrk.
+
+Everything is measured in one run on this machine and reported as ratios
+(service ÷ direct upstream), because these machines vary 20-30 % between
+runs. Prints one Markdown table and writes it to benches/RESULTS.md.
+
+Scenarios (issue #4):
+  A. upstream answers at once, 64 connections: throughput ratio, CPU per request
+  B. upstream answers after 50 ms, 256 connections: throughput ratio, p99
+  plus idle/peak RSS, RSS with 10,000 sessions of 10,000 bots, start-up time,
+  binary size, and the rate-limit scenario of issue #3.
+
+Environment: BENCH_SECONDS (default 10) per wrk run, BENCH_BOTS (default 1000).
+"""
+
+import concurrent.futures
+import http.client
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SERVICE = os.path.join(ROOT, "target/release/discord-bot-backend")
+UPSTREAM = os.path.join(ROOT, "benches/upstream/target/release/bench-upstream")
+SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
+BOTS = int(os.environ.get("BENCH_BOTS", "1000"))
+TICKS = os.sysconf("SC_CLK_TCK")
+CHANNEL = "1100000000000000001"
+
+
+class Process:
+    """A child that prints `listening on http://HOST:PORT`; killed on exit."""
+
+    def __init__(self, argv, stream="stdout"):
+        self.log = tempfile.TemporaryFile()
+        out = {"stdout": self.log} if stream == "stdout" else {"stderr": self.log}
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **out,
+                                     **({"stderr": subprocess.DEVNULL} if stream == "stdout" else {"stdout": subprocess.DEVNULL}))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            self.log.seek(0)
+            found = re.search(rb"listening on http://([0-9.]+):(\d+)", self.log.read())
+            if found:
+                self.host, self.port = found.group(1).decode(), int(found.group(2))
+                return
+            time.sleep(0.002)
+        raise SystemExit(f"{argv[0]} did not start")
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}"
+
+    def cpu_seconds(self):
+        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    def status_kib(self, key):
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def upstream(latency_ms):
+    return Process([UPSTREAM, "--port", "0", "--latency-ms", str(latency_ms), "--threads", "1"])
+
+
+def service(upstream_url, *flags):
+    return Process([SERVICE, "--port", "0", "--discord-api", upstream_url + "/api/v10",
+                    "--max-sessions", "20000", *flags], stream="stderr")
+
+
+def request(host, port, method, path, body=None, headers=None):
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, data
+
+
+def login_many(svc, count, prefix):
+    def login(n):
+        status, body = request(svc.host, svc.port, "POST", "/api/auth/login",
+                               json.dumps({"token": f"{prefix}-{n}"}), {"Content-Type": "application/json"})
+        if status != 200:
+            raise SystemExit(f"login failed: {status} {body[:200]}")
+        return json.loads(body)["sessionId"]
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        return list(pool.map(login, range(count)))
+
+
+def wrk(url, connections, sessions_file=None, header=None):
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{SECONDS}s", "--latency", "--timeout", "10s"]
+    env = dict(os.environ)
+    if sessions_file:
+        argv += ["-s", os.path.join(ROOT, "benches/sessions.lua")]
+        env["SESSIONS"] = sessions_file
+    if header:
+        argv += ["-H", header]
+    out = subprocess.run(argv + [url], capture_output=True, text=True, env=env, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+
+    def percentile(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+    return {"rate": rate, "total": total, "p50": percentile(50), "p99": percentile(99),
+            "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def upstream_count(up):
+    return json.loads(request(up.host, up.port, "GET", "/_stats")[1])["requests"]
+
+
+def scenario(latency_ms, connections, results, name):
+    up = upstream(latency_ms)
+    direct = wrk(f"{up.url}/api/v10/channels/{CHANNEL}/messages?limit=50", connections, header="Authorization: Bot x")
+    svc = service(up.url)
+    results.setdefault("idle_rss", svc.status_kib("VmRSS"))
+    sessions = login_many(svc, BOTS, f"bench-{name}")
+    with tempfile.NamedTemporaryFile("w", delete=False) as f:
+        f.write("\n".join(sessions) + "\n")
+    before_cpu, before_up = svc.cpu_seconds(), upstream_count(up)
+    through = wrk(f"{svc.url}/api/messages?channelId={CHANNEL}&limit=50", connections, sessions_file=f.name)
+    cpu = svc.cpu_seconds() - before_cpu
+    upstream_calls = upstream_count(up) - before_up
+    results[name] = {
+        "direct": direct, "service": through,
+        "ratio": through["rate"] / direct["rate"],
+        "cpu_us": cpu / through["total"] * 1e6,
+        "upstream_per_request": upstream_calls / through["total"],
+        "peak_rss": svc.status_kib("VmHWM"),
+    }
+    os.unlink(f.name)
+    svc.stop()
+    up.stop()
+
+
+def startup_ms(up):
+    started = time.monotonic()
+    proc = subprocess.Popen([SERVICE, "--port", "0", "--discord-api", up.url + "/api/v10"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    line = proc.stderr.readline()
+    port = int(re.search(rb":(\d+)\s*$", line.strip()).group(1))
+    while True:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=1)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+            if s.recv(12).startswith(b"HTTP/1.1 200"):
+                s.close()
+                break
+            s.close()
+        except OSError:
+            time.sleep(0.0005)
+    elapsed = (time.monotonic() - started) * 1000
+    proc.kill()
+    proc.wait()
+    return elapsed
+
+
+def sessions_rss(up, count):
+    svc = service(up.url, "--log-level", "warn")
+    login_many(svc, count, "bench-rss")
+    time.sleep(0.5)
+    rss = svc.status_kib("VmRSS")
+    svc.stop()
+    return rss
+
+
+def rate_limit_scenario():
+    """Issue #3's scenario, release build, against the fake enforcing limits."""
+    out = subprocess.run(["cargo", "test", "--release", "-q", "--test", "ratelimit", "two_sessions",
+                          "--", "--nocapture"], cwd=ROOT, capture_output=True, text=True)
+    line = re.search(r"600 reads per bot in ([\d.]+)s: ([\d.]+) ×", out.stderr + out.stdout)
+    passed = "test result: ok" in out.stdout
+    return (float(line.group(1)), float(line.group(2)), passed) if line else (None, None, passed)
+
+
+def main():
+    for binary in (SERVICE, UPSTREAM):
+        if not os.path.exists(binary):
+            raise SystemExit(f"missing {binary}: run `make bench`, which builds it")
+    results = {}
+    scenario(0, 64, results, "A")
+    scenario(50, 256, results, "B")
+    up = upstream(0)
+    results["startup_ms"] = min(startup_ms(up) for _ in range(5))
+    results["rss_10k"] = sessions_rss(up, 10_000)
+    up.stop()
+    results["binary"] = os.path.getsize(SERVICE)
+    static = os.path.join(ROOT, "target/x86_64-unknown-linux-musl/release/discord-bot-backend")
+    results["static"] = os.path.getsize(static) if os.path.exists(static) else None
+    rl_seconds, rl_ratio, rl_ok = rate_limit_scenario()
+
+    a, b = results["A"], results["B"]
+    mib = lambda kib: f"{kib / 1024:.1f} MiB"
+    rows = [
+        ("A: 0 ms upstream, 64 conns: throughput ÷ direct", f"{a['ratio']:.3f}",
+         f"{a['service']['rate']:.0f} vs {a['direct']['rate']:.0f} req/s direct; p50 {a['service']['p50']:.2f} ms, p99 {a['service']['p99']:.2f} ms", "≥ 0.40"),
+        ("A: service CPU per request", f"{a['cpu_us']:.0f} µs", f"{a['upstream_per_request']:.3f} upstream requests per request; non-2xx {a['service']['non2xx']}", "≤ 30 µs"),
+        ("B: 50 ms upstream, 256 conns: throughput ÷ direct", f"{b['ratio']:.3f}",
+         f"{b['service']['rate']:.0f} vs {b['direct']['rate']:.0f} req/s direct; p50 {b['service']['p50']:.1f} ms, p99 {b['service']['p99']:.1f} ms (direct p99 {b['direct']['p99']:.1f} ms)", "≥ 0.98, p99 ≤ 60 ms"),
+        ("B: service CPU per request", f"{b['cpu_us']:.0f} µs", f"{b['upstream_per_request']:.3f} upstream requests per request; non-2xx {b['service']['non2xx']}", ""),
+        ("idle RSS", mib(results["idle_rss"]), "after start, before any request", "≤ 4 MiB"),
+        ("peak RSS (VmHWM)", mib(max(a["peak_rss"], b["peak_rss"])), f"A {mib(a['peak_rss'])}, B {mib(b['peak_rss'])}", "≤ 24 MiB"),
+        ("RSS with 10,000 sessions of 10,000 bots", mib(results["rss_10k"]), "", "≤ 16 MiB"),
+        ("start to first 200 on /healthz", f"{results['startup_ms']:.1f} ms", "best of 5", "≤ 10 ms"),
+        ("binary size", f"{results['binary'] / 1e6:.2f} MB",
+         "static musl: " + (f"{results['static'] / 1e6:.2f} MB" if results["static"] else "not built (make static)"), ""),
+        ("rate limits: 600 reads, 12 channels, 32 clients", f"{rl_ratio:.3f} ×" if rl_ratio else "n/a",
+         (f"{rl_seconds:.2f} s vs 12 s at the sustained limits (11 s strict floor); test {'passed' if rl_ok else 'FAILED'}: all 200, ≤ 1 upstream 429 per bucket" if rl_seconds else "scenario did not report"), "≤ 1.1 ×"),
+    ]
+    table = ["| measure | result | detail | target |", "|---|---|---|---|"]
+    table += [f"| {m} | {r} | {d} | {t} |" for m, r, d, t in rows]
+    text = "\n".join(table)
+    print(text)
+    cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    header = (f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {os.cpu_count()} cores ({cpu_model}); "
+              f"wrk -t2, {SECONDS} s per run, {BOTS} bots; service release build.\n")
+    with open(os.path.join(ROOT, "benches/RESULTS.latest.md"), "w") as f:
+        f.write(header + "\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+//! bench-upstream: answers the Discord routes `make bench` uses as fast as it
+//! can, so the benchmark measures the service, not its upstream.
+//!
+//! `GET /api/v10/users/@me` → a user whose id is derived from the token (so
+//! 10,000 tokens are 10,000 bots); `GET /api/v10/channels/{id}/messages` → one
+//! prebuilt page of 50 messages (about 25 KB); `GET /_stats` → requests
+//! served. `--latency-ms N` delays every Discord answer by N ms. No rate-limit
+//! headers: the benchmark measures throughput, the fake-discord crate
+//! measures limits.
+
+use std::convert::Infallible;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// Messages in the prebuilt page: the size the issue's scenarios name.
+const PAGE_MESSAGES: u64 = 50;
+
+struct State {
+    page: Bytes,
+    latency: Duration,
+    served: AtomicU64,
+}
+
+fn message(n: u64) -> String {
+    let id = 1_200_000_000_000_000_000u64 + n * 4_194_304;
+    format!(
+        concat!(
+            r#"{{"id":"{id}","type":0,"content":"benchmark message number {n}, long enough to look like a real chat line with a few words in it","#,
+            r#""channel_id":"1100000000000000001","author":{{"id":"1000000000000000{a:03}","username":"user{a}","avatar":null,"#,
+            r#""discriminator":"0","public_flags":0,"flags":0,"banner":null,"accent_color":null,"global_name":"User {a}","#,
+            r#""avatar_decoration_data":null,"banner_color":null,"clan":null}},"attachments":[],"embeds":[],"mentions":[],"#,
+            r#""mention_roles":[],"pinned":false,"mention_everyone":false,"tts":false,"timestamp":"2026-11-23T12:00:{s:02}.000000+00:00","#,
+            r#""edited_timestamp":null,"flags":0,"components":[],"reactions":[{{"emoji":{{"id":null,"name":"👍"}},"count":3,"#,
+            r#""count_details":{{"burst":0,"normal":3}},"burst_colors":[],"me_burst":false,"burst_me":false,"me":false,"burst_count":0}}]}}"#
+        ),
+        id = id,
+        n = n,
+        a = n % 1000,
+        s = n % 60
+    )
+}
+
+fn page() -> Bytes {
+    let items: Vec<String> = (0..PAGE_MESSAGES).rev().map(message).collect();
+    Bytes::from(format!("[{}]", items.join(",")))
+}
+
+fn json(body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header("Content-Type", "application/json")
+        .body(Full::new(body))
+        .expect("static response parts are valid")
+}
+
+async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path();
+    if path == "/_stats" {
+        let served = state.served.load(Ordering::Relaxed);
+        return Ok(json(Bytes::from(format!(r#"{{"requests":{served}}}"#))));
+    }
+    state.served.fetch_add(1, Ordering::Relaxed);
+    if !state.latency.is_zero() {
+        tokio::time::sleep(state.latency).await;
+    }
+    let response = if path == "/api/v10/users/@me" {
+        let token = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(token) % 1_000_000_000_000;
+        json(Bytes::from(format!(
+            r#"{{"id":"{}","username":"bench{hash}","discriminator":"0","avatar":null,"bot":true}}"#,
+            1_300_000_000_000_000_000u64 + hash
+        )))
+    } else if path.starts_with("/api/v10/channels/") && path.ends_with("/messages") {
+        json(state.page.clone())
+    } else {
+        let mut response = json(Bytes::from_static(br#"{"message":"404: Not Found","code":0}"#));
+        *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+        response
+    };
+    Ok(response)
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let threads: usize = arg("--threads").and_then(|p| p.parse().ok()).unwrap_or(1);
+    let latency = Duration::from_millis(arg("--latency-ms").and_then(|p| p.parse().ok()).unwrap_or(0));
+    let state = Arc::new(State { page: page(), latency, served: AtomicU64::new(0) });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("bind");
+        println!("bench-upstream listening on http://{}", listener.local_addr().expect("addr"));
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let service = service_fn(move |request| answer(Arc::clone(&state), request));
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+}
