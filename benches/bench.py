@@ -11,7 +11,8 @@ Scenarios (issue #4):
   plus idle/peak RSS, RSS with 10,000 sessions of 10,000 bots, start-up time,
   binary size, and the rate-limit scenario of issue #3.
 
-Environment: BENCH_SECONDS (default 10) per wrk run, BENCH_BOTS (default 1000).
+Environment: BENCH_SECONDS (default 10) per wrk run, BENCH_BOTS (default 1000),
+BENCH_SERVICE_FLAGS (extra service flags, e.g. "--workers 512").
 """
 
 import concurrent.futures
@@ -77,8 +78,9 @@ def upstream(latency_ms):
 
 
 def service(upstream_url, *flags):
+    extra = os.environ.get("BENCH_SERVICE_FLAGS", "").split()
     return Process([SERVICE, "--port", "0", "--discord-api", upstream_url + "/api/v10",
-                    "--max-sessions", "20000", *flags], stream="stderr")
+                    "--max-sessions", "20000", *extra, *flags], stream="stderr")
 
 
 def request(host, port, method, path, body=None, headers=None):

@@ -33,8 +33,11 @@ pub struct Config {
     pub discord_api: String,
 
     /// Request-handling threads: how many requests are worked on at once,
-    /// each possibly waiting on Discord or its rate limits.
-    #[arg(long, env = "WORKERS", default_value_t = 64,
+    /// each possibly waiting on Discord or its rate limits. By Little's
+    /// law, workers ≥ request rate × Discord latency: the default carries
+    /// 256 connections at 50 ms of Discord latency at 0.98 of direct
+    /// throughput (`make bench`, scenario B); 64 managed 0.25.
+    #[arg(long, env = "WORKERS", default_value_t = 256,
           value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub workers: u16,
 

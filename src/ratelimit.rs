@@ -222,7 +222,7 @@ impl BotLimiter {
             state: Mutex::new(State {
                 hashes: HashMap::new(),
                 buckets: HashMap::new(),
-                recent: Vec::with_capacity(global_per_second as usize),
+                recent: Vec::new(),
                 global_blocked_until: None,
                 next_ticket: 0,
                 global_queue: BTreeSet::new(),
