@@ -30,7 +30,7 @@ cat <<TXT
   curl -s $base/api/guilds -H "Authorization: \$S"
   curl -s "$base/api/members?limit=5" -H "Authorization: \$S"
   curl -s $base/api/channels -H "Authorization: Bearer \$S"
-  curl -s "$base/api/messages?channelId=<id from /api/channels>&limit=3" -H "Authorization: \$S"
+  curl -s "$base/api/messages?channelId=200000000000000002&limit=3" -H "Authorization: \$S"
   curl -s -X POST $base/api/auth/logout -H "Authorization: \$S"
   curl -s $base/healthz
 

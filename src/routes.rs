@@ -117,9 +117,11 @@ struct Context {
 }
 
 impl Context {
-    fn new() -> Self {
+    /// From when the request was read, so the log shows the whole time and
+    /// the wait budget covers queueing too.
+    fn new(request: Option<&Request>) -> Self {
         Context {
-            started: Instant::now(),
+            started: request.map_or_else(Instant::now, |r| r.received),
             session_prefix: None,
         }
     }
@@ -127,7 +129,7 @@ impl Context {
 
 impl Handler for Api {
     fn handle(&self, request: &Request) -> Response {
-        let mut context = Context::new();
+        let mut context = Context::new(Some(request));
         let response = match self.dispatch(request, &mut context) {
             Ok(response) => response,
             Err(error) => error.to_response(),
@@ -139,7 +141,7 @@ impl Handler for Api {
         if error == ApiError::Internal {
             log::error!("internal error while answering a request (see the panic above)");
         }
-        self.finish(request, error.to_response(), &Context::new())
+        self.finish(request, error.to_response(), &Context::new(request))
     }
 
     /// Requests that will call Discord for a bot take a place in that bot's
@@ -155,7 +157,7 @@ impl Handler for Api {
             return Ok(None);
         };
         let owner: Arc<dyn AsRef<InFlightGate> + Send + Sync> = bot;
-        match InFlightGate::enter(owner, Instant::now() + self.max_wait) {
+        match InFlightGate::enter(owner, request.received + self.max_wait) {
             Some(pass) => Ok(Some(Box::new(pass))),
             None => Err(self.refuse(
                 Some(request),

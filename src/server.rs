@@ -58,6 +58,9 @@ pub struct Request {
     headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// When the request was fully read: waits (for a bot's place, for a
+    /// worker, for rate limits) are budgeted from here, together.
+    pub received: Instant,
 }
 
 impl Request {
@@ -88,6 +91,7 @@ impl Request {
                 .collect(),
             body: body.to_vec(),
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            received: Instant::now(),
         }
     }
 }
@@ -483,6 +487,7 @@ impl<'a> Connection<'a> {
         }
         let mut head = head;
         head.request.body = self.buf[head.head_len..head.head_len + head.body_len].to_vec();
+        head.request.received = Instant::now();
         Ok(head)
     }
 
@@ -535,6 +540,7 @@ impl<'a> Connection<'a> {
             headers: Vec::with_capacity(parsed.headers.len()),
             body: Vec::new(),
             peer: self.peer,
+            received: Instant::now(),
         };
         for h in parsed.headers.iter() {
             let value = String::from_utf8_lossy(h.value).into_owned();

@@ -34,6 +34,7 @@ fn assert_still_serving(service: &Service) {
         started.elapsed()
     );
     let rss = service.rss_kib();
+    eprintln!("RSS after attack: {rss} KiB");
     assert!(rss < RSS_BOUND_KIB, "RSS {rss} KiB");
 }
 

@@ -179,9 +179,10 @@ fn assert_limits_kept(fake: &Fake, statuses: &[u16], elapsed: Duration, per_bot:
         "took {elapsed:?}; the limits allow {minimum:?}"
     );
     eprintln!(
-        "{per_bot} reads per bot in {:.3}s: {:.3} × the sustained-rate minimum",
+        "{per_bot} reads per bot in {:.3}s: {:.3} × the sustained-rate minimum; {} upstream 429s",
         elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() / minimum.as_secs_f64()
+        elapsed.as_secs_f64() / minimum.as_secs_f64(),
+        per_channel.values().sum::<usize>()
     );
 }
 
