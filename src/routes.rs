@@ -46,6 +46,7 @@ enum Endpoint {
     Channels,
     Messages,
     Healthz,
+    OpenApi,
 }
 
 /// The route table: path, the method it serves, and what it is.
@@ -56,8 +57,19 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("/api/members", "GET", Endpoint::Members),
     ("/api/channels", "GET", Endpoint::Channels),
     ("/api/messages", "GET", Endpoint::Messages),
+    ("/api/openapi.json", "GET", Endpoint::OpenApi),
     ("/healthz", "GET", Endpoint::Healthz),
 ];
+
+/// This service's own API as an OpenAPI 3.1 document, served as is.
+/// `tests/openapi.rs` checks it against [`route_table`].
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every (method, path) the router serves, CORS preflights aside: what the
+/// OpenAPI document must describe, no more and no less.
+pub fn route_table() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ROUTES.iter().map(|(path, method, _)| (*method, *path))
+}
 
 /// The `Allow` header for a known path: its method, plus the CORS preflight
 /// on `/api/` paths.
@@ -180,6 +192,9 @@ impl Api {
         if endpoint == Endpoint::Healthz {
             return Ok(json_response(200, &serde_json::json!({"status": "ok"})));
         }
+        if endpoint == Endpoint::OpenApi {
+            return Ok(Response::json(200, OPENAPI.as_bytes().to_vec()));
+        }
         if endpoint == Endpoint::Login {
             return self.login(request, context);
         }
@@ -197,7 +212,9 @@ impl Api {
             Endpoint::Members => members(&call, &query),
             Endpoint::Channels => channels(&call, &query),
             Endpoint::Messages => messages(&call, &query),
-            Endpoint::Login | Endpoint::Healthz => unreachable!("answered above"),
+            Endpoint::Login | Endpoint::Healthz | Endpoint::OpenApi => {
+                unreachable!("answered above")
+            }
         };
         if result == Err(ApiError::TokenRejected) {
             self.end_bot(&bot);
