@@ -197,6 +197,19 @@ impl BotRegistry {
         bot
     }
 
+    /// Bots with at least one live session.
+    pub fn len(&self) -> usize {
+        self.bots
+            .lock()
+            .values()
+            .filter(|bot| bot.strong_count() > 0)
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Drops entries whose bot has no session left, and idle rate-limit
     /// buckets of the others. Returns how many bots remain.
     pub fn sweep(&self) -> usize {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::bots::Bot;
 use crate::error::ApiError;
 use crate::guard::InvalidRequests;
+use crate::metrics;
 use crate::ratelimit::{Clock, Observed, RouteKey, Slot};
 use crate::snowflake::Snowflake;
 
@@ -122,10 +123,10 @@ impl Route {
         let (template, top_level) = match *self {
             Route::CurrentUser => ("GET /users/@me", None),
             Route::CurrentUserGuilds { .. } => ("GET /users/@me/guilds", None),
-            Route::GuildMembers { guild, .. } => ("GET /guilds/{guild_id}/members", Some(guild)),
-            Route::GuildChannels { guild } => ("GET /guilds/{guild_id}/channels", Some(guild)),
+            Route::GuildMembers { guild, .. } => ("GET /guilds/:guild_id/members", Some(guild)),
+            Route::GuildChannels { guild } => ("GET /guilds/:guild_id/channels", Some(guild)),
             Route::ChannelMessages { channel, .. } => {
-                ("GET /channels/{channel_id}/messages", Some(channel))
+                ("GET /channels/:channel_id/messages", Some(channel))
             }
         };
         RouteKey {
@@ -202,6 +203,7 @@ impl Discord {
             if bot.is_rejected() {
                 return Err(ApiError::TokenRejected);
             }
+            let asked = self.clock.now();
             let slot = bot.limiter.acquire(key, &*self.clock, deadline).map_err(|too_long| {
                 ApiError::RateLimited {
                     message: "this bot is at Discord's rate limit for this route; retry after the given time"
@@ -209,6 +211,9 @@ impl Discord {
                     retry_after: too_long.wait,
                 }
             })?;
+            metrics::global()
+                .ratelimit_wait
+                .observe((self.clock.now() - asked).as_secs_f64());
             match self.send(bot, &url, slot) {
                 Outcome::Done(result) => return result,
                 Outcome::Retryable(error) => {
@@ -241,11 +246,13 @@ impl Discord {
         let mut response = match sent {
             Ok(response) => response,
             Err(err) => {
+                metrics::global().observe_discord(slot_route(&slot), None);
                 bot.limiter.abandon(slot, self.clock.now());
                 return transport_failure(&err, "Discord is unreachable");
             }
         };
         let status = response.status().as_u16();
+        metrics::global().observe_discord(slot_route(&slot), Some(status));
         let seen = Observed::from_headers(|name| {
             response.headers().get(name).and_then(|v| v.to_str().ok())
         });
@@ -262,6 +269,19 @@ impl Discord {
             let body = body.unwrap_or_default();
             let retry_after = retry_after(&body, &seen);
             let global = discord_error(&body).global;
+            let scope = if global {
+                "global"
+            } else {
+                match seen.scope.as_deref() {
+                    Some("shared") => "shared",
+                    Some("global") => "global",
+                    _ => "user",
+                }
+            };
+            metrics::global()
+                .discord_429s
+                .with_label_values(&[scope])
+                .inc();
             log::warn!(
                 "Discord 429 on {} (bucket {}, scope {}, global {global}), retry after {:.3}s",
                 slot_route(&slot),

@@ -11,6 +11,7 @@ pub mod cors;
 pub mod discord;
 pub mod error;
 pub mod guard;
+pub mod metrics;
 pub mod query;
 pub mod ratelimit;
 pub mod routes;

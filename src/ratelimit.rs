@@ -660,7 +660,7 @@ mod tests {
     use super::test_clock::ManualClock;
     use super::*;
 
-    const MESSAGES: &str = "GET /channels/{channel_id}/messages";
+    const MESSAGES: &str = "GET /channels/:channel_id/messages";
     const SECOND: Duration = Duration::from_secs(1);
 
     fn route(top: u64) -> RouteKey {

@@ -19,6 +19,7 @@ use crate::cors::Cors;
 use crate::discord::{Cursor, Discord, GUILDS_PAGE, MEMBERS_PAGE, MESSAGES_PAGE, Route};
 use crate::error::ApiError;
 use crate::guard::{InvalidRequests, LoginThrottle};
+use crate::metrics;
 use crate::query::{Query, printable};
 use crate::ratelimit::InFlightGate;
 use crate::server::{Handler, Request, Response, Ticket};
@@ -47,6 +48,7 @@ enum Endpoint {
     Messages,
     Healthz,
     OpenApi,
+    Metrics,
 }
 
 /// The route table: path, the method it serves, and what it is.
@@ -59,6 +61,7 @@ const ROUTES: &[(&str, &str, Endpoint)] = &[
     ("/api/messages", "GET", Endpoint::Messages),
     ("/api/openapi.json", "GET", Endpoint::OpenApi),
     ("/healthz", "GET", Endpoint::Healthz),
+    ("/metrics", "GET", Endpoint::Metrics),
 ];
 
 /// This service's own API as an OpenAPI 3.1 document, served as is.
@@ -79,6 +82,15 @@ fn allow_header(method: &str, path: &str) -> &'static str {
         ("GET", true) => "GET, OPTIONS",
         _ => "GET",
     }
+}
+
+/// The metrics label of a path: its route, or one label for every path that
+/// is not a route, so clients cannot create series.
+fn route_label(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map_or("unmatched", |(p, _, _)| p)
 }
 
 fn resolve(method: &str, path: &str) -> Result<Endpoint, ApiError> {
@@ -195,6 +207,9 @@ impl Api {
         if endpoint == Endpoint::OpenApi {
             return Ok(Response::json(200, OPENAPI.as_bytes().to_vec()));
         }
+        if endpoint == Endpoint::Metrics {
+            return Ok(self.scrape());
+        }
         if endpoint == Endpoint::Login {
             return self.login(request, context);
         }
@@ -212,7 +227,7 @@ impl Api {
             Endpoint::Members => members(&call, &query),
             Endpoint::Channels => channels(&call, &query),
             Endpoint::Messages => messages(&call, &query),
-            Endpoint::Login | Endpoint::Healthz | Endpoint::OpenApi => {
+            Endpoint::Login | Endpoint::Healthz | Endpoint::OpenApi | Endpoint::Metrics => {
                 unreachable!("answered above")
             }
         };
@@ -234,6 +249,12 @@ impl Api {
         let (method, target) = request.map_or(("-", "-".to_string()), |r| {
             (r.method.as_str(), log_safe(&r.target))
         });
+        metrics::global().observe_request(
+            method,
+            request.map_or("unmatched", |r| route_label(r.path())),
+            response.status,
+            context.started.elapsed(),
+        );
         log::info!(
             "{} {} {} {:.1}ms session={}",
             printable(method),
@@ -243,6 +264,19 @@ impl Api {
             context.session_prefix.as_deref().unwrap_or("-")
         );
         response
+    }
+
+    fn scrape(&self) -> Response {
+        let snapshot = metrics::Snapshot {
+            sessions: self.store.len(),
+            bots: self.bots.len(),
+            invalid_requests: self.invalid.count(Instant::now()),
+        };
+        Response::typed(
+            200,
+            metrics::CONTENT_TYPE,
+            metrics::global().render(&snapshot),
+        )
     }
 
     /// The bot of the request's session, if it presents a live one.

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::ApiError;
+use crate::metrics;
 
 /// Request line plus headers. API.md: "over 16 KiB gets 431".
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -96,7 +97,8 @@ impl Request {
     }
 }
 
-/// A response: every body this service writes is JSON, or empty for 204.
+/// A response: every body this service writes is JSON, except the
+/// Prometheus scrape, or empty for 204.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Response {
     pub status: u16,
@@ -106,9 +108,13 @@ pub struct Response {
 
 impl Response {
     pub fn json(status: u16, body: Vec<u8>) -> Self {
+        Response::typed(status, "application/json", body)
+    }
+
+    pub fn typed(status: u16, content_type: &'static str, body: Vec<u8>) -> Self {
         Response {
             status,
-            headers: vec![("Content-Type", "application/json".into())],
+            headers: vec![("Content-Type", content_type.into())],
             body,
         }
     }
@@ -177,6 +183,7 @@ struct JobQueue {
 
 impl JobQueue {
     fn push(&self, job: Job) {
+        metrics::global().queued.inc();
         self.jobs.lock().push_back(job);
         self.available.notify_one();
     }
@@ -185,6 +192,7 @@ impl JobQueue {
         let mut jobs = self.jobs.lock();
         loop {
             if let Some(job) = jobs.pop_front() {
+                metrics::global().queued.dec();
                 return job;
             }
             self.available.wait(&mut jobs);
@@ -295,6 +303,8 @@ impl Server {
 fn worker_loop(shared: &Shared) {
     loop {
         let job = shared.jobs.pop();
+        let busy = &metrics::global().workers_busy;
+        busy.inc();
         let response = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&job.request)))
             .unwrap_or_else(|_| {
                 // The panic hook has logged where; the worker lives on.
@@ -302,6 +312,7 @@ fn worker_loop(shared: &Shared) {
                     .handler
                     .refuse(Some(&job.request), ApiError::Internal)
             });
+        busy.dec();
         job.reply.put(response);
     }
 }

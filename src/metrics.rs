@@ -1,0 +1,266 @@
+//! metrics: the counters, histograms and gauges of `GET /metrics`, in the
+//! Prometheus text format (the `prometheus` crate, without its protobuf
+//! feature).
+//!
+//! One process-wide set, like the logger: the server, the Discord client and
+//! the routes record into it without it being threaded through every call.
+//! Gauges that are a count of something another module owns (sessions,
+//! bots, the invalid-request window) are read at scrape time from that
+//! module, not mirrored here.
+//!
+//! Invariant: every label value is from a fixed set (route templates, status
+//! codes, scope names), never a raw path, ID or token, so a client cannot
+//! grow the series count and a scrape never shows a secret. Templates name
+//! their parameters `:like_this`, not `{like_this}`: braces inside label
+//! values are legal, but trip regex-based scrape parsers.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// The content type of the Prometheus text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Request latencies span a cached 1 ms answer to a 10 s rate-limit wait.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests by method, route template and status.
+    pub requests: IntCounterVec,
+    /// Client request latency by route template, from the moment it was read.
+    pub latency: HistogramVec,
+    /// Discord calls by route template and status ("error" when no answer).
+    pub discord_calls: IntCounterVec,
+    /// Discord 429s by scope: global, user, shared.
+    pub discord_429s: IntCounterVec,
+    /// Time a Discord call waited for the bot's rate limits before sending.
+    pub ratelimit_wait: Histogram,
+    /// Requests a worker is running now.
+    pub workers_busy: IntGauge,
+    /// Requests read and waiting for a worker.
+    pub queued: IntGauge,
+    /// Client requests refused by the per-IP or per-session limit.
+    pub client_limited: IntCounterVec,
+}
+
+/// Gauges owned elsewhere, read when a scrape is rendered.
+pub struct Snapshot {
+    pub sessions: usize,
+    pub bots: usize,
+    pub invalid_requests: u64,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("dbb_requests_total", "Client requests answered."),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "dbb_request_duration_seconds",
+                "Time from reading a client request to answering it.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let discord_calls = IntCounterVec::new(
+            Opts::new("dbb_discord_requests_total", "Calls to Discord's API."),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let discord_429s = IntCounterVec::new(
+            Opts::new("dbb_discord_429_total", "429 answers from Discord."),
+            &["scope"],
+        )
+        .expect("valid metric");
+        let ratelimit_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "dbb_ratelimit_wait_seconds",
+                "Time a Discord call waited for its bot's rate limits.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let workers_busy =
+            IntGauge::new("dbb_workers_busy", "Workers running a request.").expect("valid metric");
+        let queued = IntGauge::new("dbb_requests_queued", "Requests waiting for a worker.")
+            .expect("valid metric");
+        let client_limited = IntCounterVec::new(
+            Opts::new(
+                "dbb_client_rate_limited_total",
+                "Client requests refused with 429 by the incoming rate limits.",
+            ),
+            &["by"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(discord_calls.clone()),
+            Box::new(discord_429s.clone()),
+            Box::new(ratelimit_wait.clone()),
+            Box::new(workers_busy.clone()),
+            Box::new(queued.clone()),
+            Box::new(client_limited.clone()),
+        ] {
+            registry.register(collector).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            discord_calls,
+            discord_429s,
+            ratelimit_wait,
+            workers_busy,
+            queued,
+            client_limited,
+        }
+    }
+
+    pub fn observe_request(&self, method: &str, route: &'static str, status: u16, took: Duration) {
+        self.requests
+            .with_label_values(&[method_label(method), route, status_label(status)])
+            .inc();
+        self.latency
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn observe_discord(&self, route: &'static str, status: Option<u16>) {
+        let status = status.map_or("error", status_label);
+        self.discord_calls.with_label_values(&[route, status]).inc();
+    }
+
+    /// The scrape: this set plus the gauges of `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> Vec<u8> {
+        let mut families = self.registry.gather();
+        for (name, help, value) in [
+            ("dbb_sessions", "Live sessions.", snapshot.sessions as i64),
+            (
+                "dbb_bots",
+                "Bots with at least one session.",
+                snapshot.bots as i64,
+            ),
+            (
+                "dbb_invalid_requests_window",
+                "Invalid Discord requests (401, 403, non-shared 429) in the last 10 minutes.",
+                snapshot.invalid_requests as i64,
+            ),
+        ] {
+            let gauge = IntGauge::new(name, help).expect("valid metric");
+            gauge.set(value);
+            families.extend(prometheus::core::Collector::collect(&gauge));
+        }
+        families.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new()
+            .encode(&families, &mut out)
+            .expect("encoding into a Vec cannot fail");
+        out
+    }
+}
+
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    &GLOBAL
+}
+
+/// Unknown methods share one label, so a client cannot invent series.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "OPTIONS" => "OPTIONS",
+        "HEAD" => "HEAD",
+        _ => "other",
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    const LABELS: &[(u16, &str)] = &[
+        (200, "200"),
+        (204, "204"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (408, "408"),
+        (411, "411"),
+        (413, "413"),
+        (429, "429"),
+        (431, "431"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+    ];
+    LABELS
+        .iter()
+        .find(|(code, _)| *code == status)
+        .map_or("other", |(_, label)| label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn a_scrape_shows_recorded_requests_and_snapshot_gauges() {
+        let metrics = Metrics::new();
+        metrics.observe_request("GET", "/api/guilds", 200, Duration::from_millis(3));
+        metrics.observe_request("BREW", "unmatched", 418, Duration::from_millis(1));
+        let text = String::from_utf8(metrics.render(&Snapshot {
+            sessions: 7,
+            bots: 2,
+            invalid_requests: 11,
+        }))
+        .unwrap();
+        assert_eq!(
+            sample_value(
+                &text,
+                r#"dbb_requests_total{method="GET",route="/api/guilds",status="200"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample_value(
+                &text,
+                r#"dbb_requests_total{method="other",route="unmatched",status="other"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(sample_value(&text, "dbb_sessions"), Some(7.0));
+        assert_eq!(
+            sample_value(&text, "dbb_invalid_requests_window"),
+            Some(11.0)
+        );
+    }
+
+    #[test]
+    fn unknown_statuses_and_methods_share_one_label() {
+        assert_eq!(status_label(299), "other");
+        assert_eq!(method_label("PROPFIND"), "other");
+        assert_eq!(status_label(429), "429");
+    }
+}

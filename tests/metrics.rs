@@ -1,0 +1,175 @@
+//! contract: issue #5, "Metrics": `GET /metrics` is a Prometheus text scrape
+//! whose counters move with client requests and Discord calls, labelled by
+//! route template, never by a raw ID or a token.
+
+mod support;
+
+use prometheus_parse::{Sample, Scrape, Value};
+use serde_json::json;
+use support::world::*;
+use support::{Fake, Service};
+
+fn scrape(service: &Service) -> Scrape {
+    let reply = service.request("GET", "/metrics", &[], None);
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    for line in reply.text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(
+            value.parse::<f64>().is_ok() || value == "+Inf",
+            "not a sample line: {line:?}"
+        );
+    }
+    Scrape::parse(reply.text.lines().map(|l| Ok(l.to_string()))).expect("a valid scrape")
+}
+
+fn samples<'a>(scrape: &'a Scrape, metric: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .collect()
+}
+
+fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    samples(scrape, metric, labels)
+        .iter()
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+#[test]
+fn a_scrape_parses_and_client_request_counters_move() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &[]);
+    let session = service.session(TOKEN);
+    let guilds = [("route", "/api/guilds"), ("status", "200")];
+    let before = value(&scrape(&service), "dbb_requests_total", &guilds);
+    for _ in 0..3 {
+        assert_eq!(service.get("/api/guilds", &session).status, 200);
+    }
+    let after = scrape(&service);
+    assert_eq!(value(&after, "dbb_requests_total", &guilds) - before, 3.0);
+    assert!(
+        value(
+            &after,
+            "dbb_request_duration_seconds_count",
+            &[("route", "/api/guilds")]
+        ) >= 3.0
+    );
+}
+
+#[test]
+fn discord_calls_are_counted_by_route_template_and_status() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &[]);
+    let session = service.session(TOKEN);
+    service.get(&format!("/api/channels?guildId={GUILD}"), &session);
+    let text = scrape(&service);
+    assert_eq!(
+        value(
+            &text,
+            "dbb_discord_requests_total",
+            &[
+                ("route", "GET /guilds/:guild_id/channels"),
+                ("status", "200")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "dbb_discord_requests_total",
+            &[("route", "GET /users/@me"), ("status", "200")]
+        ),
+        1.0,
+        "the login's token check"
+    );
+}
+
+#[test]
+fn discord_429s_are_counted_by_scope_and_waits_are_timed() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &[]);
+    let session = service.session(TOKEN);
+    fake.fault(json!({"kind": "shared_429", "count": 1, "retry_after": 0.2}));
+    let reply = service.get(&format!("/api/channels?guildId={GUILD}"), &session);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let text = scrape(&service);
+    assert_eq!(
+        value(&text, "dbb_discord_429_total", &[("scope", "shared")]),
+        1.0
+    );
+    assert!(value(&text, "dbb_ratelimit_wait_seconds_count", &[]) >= 2.0);
+    let waited = value(&text, "dbb_ratelimit_wait_seconds_sum", &[]);
+    assert!(waited >= 0.15, "waited {waited}s for the shared 429");
+}
+
+#[test]
+fn sessions_bots_and_worker_gauges_are_reported() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &[]);
+    service.session(TOKEN);
+    service.session(TOKEN);
+    service.session(MULTI_TOKEN);
+    let text = scrape(&service);
+    assert_eq!(value(&text, "dbb_sessions", &[]), 3.0);
+    assert_eq!(value(&text, "dbb_bots", &[]), 2.0);
+    assert_eq!(value(&text, "dbb_invalid_requests_window", &[]), 0.0);
+    assert_eq!(
+        value(&text, "dbb_workers_busy", &[]),
+        1.0,
+        "the scrape itself"
+    );
+    assert_eq!(value(&text, "dbb_requests_queued", &[]), 0.0);
+}
+
+#[test]
+fn rejected_logins_move_the_invalid_request_window() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &[]);
+    assert_eq!(service.login("MTA5.not-a-real-token.Qq_q").status, 401);
+    assert_eq!(
+        value(&scrape(&service), "dbb_invalid_requests_window", &[]),
+        1.0
+    );
+}
+
+#[test]
+fn labels_never_carry_ids_paths_or_tokens() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &[]);
+    let session = service.session(TOKEN);
+    service.get(&format!("/api/messages?channelId={GENERAL}"), &session);
+    service.get("/api/no-such-route/12345678901234567", &session);
+    service.request("DELETE", "/coffee", &[], None);
+    let reply = service.request("GET", "/metrics", &[], None);
+    for secret in [
+        TOKEN,
+        session.as_str(),
+        GENERAL,
+        GUILD,
+        "no-such-route",
+        "coffee",
+        "DELETE",
+    ] {
+        assert!(!reply.text.contains(secret), "scrape shows {secret}");
+    }
+    let text = scrape(&service);
+    assert_eq!(
+        value(
+            &text,
+            "dbb_requests_total",
+            &[("method", "GET"), ("route", "unmatched"), ("status", "404")]
+        ),
+        1.0
+    );
+}
