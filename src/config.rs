@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::clients::TrustedProxies;
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "discord-bot-backend",
@@ -93,6 +95,30 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+
+    /// Requests per second each client IP, and each session, may make
+    /// (a token bucket; more get 429 with Retry-After). 0 turns it off.
+    #[arg(long, env = "CLIENT_RATE_LIMIT", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub client_rate_limit: u32,
+
+    /// Requests a client IP or session may make at once before
+    /// --client-rate-limit applies.
+    #[arg(long, env = "CLIENT_BURST", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub client_burst: u32,
+
+    /// Comma-separated addresses or CIDR networks of reverse proxies whose
+    /// X-Forwarded-For is believed; by default none is, and the client is
+    /// the connection's peer.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "",
+          value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: TrustedProxies,
+
+    /// Log line format: text for people, json (one object per line) for
+    /// log shippers.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -138,6 +164,12 @@ impl LogLevel {
             LogLevel::Trace => log::LevelFilter::Trace,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Which browser origins may read responses.
@@ -198,6 +230,17 @@ mod tests {
         assert_eq!(c.upstream_timeout_ms, 10_000);
         assert_eq!(c.max_ratelimit_wait_ms, 10_000);
         assert_eq!(c.client_timeout_ms, 30_000);
+        assert_eq!(c.client_rate_limit, 100);
+        assert_eq!(c.client_burst, 200);
+        assert_eq!(c.trusted_proxies, TrustedProxies::default());
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        assert!(parse(&["--trusted-proxies", "10.0.0.0/8, ::1,192.0.2.4"]).is_ok());
+        assert!(parse(&["--trusted-proxies", "proxy.local"]).is_err());
+        assert!(parse(&["--trusted-proxies", "10.0.0.0/40"]).is_err());
     }
 
     #[test]

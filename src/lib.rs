@@ -6,6 +6,7 @@
 //! `API.md` in the shared docs. `main.rs` wires these modules together.
 
 pub mod bots;
+pub mod clients;
 pub mod config;
 pub mod cors;
 pub mod discord;

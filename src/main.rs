@@ -9,6 +9,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use discord_bot_backend::bots::BotRegistry;
+use discord_bot_backend::clients::ClientLimiter;
 use discord_bot_backend::config::Config;
 use discord_bot_backend::cors::Cors;
 use discord_bot_backend::discord::Discord;
@@ -124,12 +125,18 @@ fn run(config: &Config) -> Result<(), String> {
         max_wait: config.max_ratelimit_wait(),
         invalid,
         logins: LoginThrottle::default(),
+        clients: ClientLimiter::new(config.client_rate_limit, config.client_burst),
+        proxies: config.trusted_proxies.clone(),
     });
     let sweep_api = Arc::clone(&api);
     sessions::spawn_sweeper(
         store,
         bots,
-        move || sweep_api.logins.sweep(std::time::Instant::now()),
+        move || {
+            let now = std::time::Instant::now();
+            sweep_api.logins.sweep(now);
+            sweep_api.clients.sweep(now);
+        },
         (config.session_idle_timeout() / 4).clamp(Duration::from_millis(100), MAX_SWEEP_INTERVAL),
     );
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use crate::bots::{Bot, BotRegistry, Identity, Token};
+use crate::clients::{ClientKey, ClientLimiter, TrustedProxies};
 use crate::cors::Cors;
 use crate::discord::{Cursor, Discord, GUILDS_PAGE, MEMBERS_PAGE, MESSAGES_PAGE, Route};
 use crate::error::ApiError;
@@ -118,6 +119,9 @@ pub struct Api {
     pub max_wait: Duration,
     pub invalid: Arc<InvalidRequests>,
     pub logins: LoginThrottle,
+    /// Incoming request limits per client IP and per session.
+    pub clients: ClientLimiter,
+    pub proxies: TrustedProxies,
 }
 
 /// One client request's access to Discord: which bot, and until when the
@@ -168,18 +172,36 @@ impl Handler for Api {
         self.finish(request, error.to_response(), &Context::new(request))
     }
 
-    /// Requests that will call Discord for a bot take a place in that bot's
-    /// in-flight gate first, here on the connection thread: a flood for one
-    /// bot then waits without holding workers other bots need.
+    /// Runs on the connection thread, so what it refuses never takes a
+    /// worker: first the client limits (per IP, then per live session),
+    /// then, for requests that will call Discord for a bot, a place in that
+    /// bot's in-flight gate, so a flood for one bot waits without holding
+    /// workers other bots need.
     fn admit(&self, request: &Request) -> Result<Option<Ticket>, Response> {
-        let calls_discord = request.method == "GET"
-            && matches!(
-                resolve(&request.method, request.path()),
-                Ok(Endpoint::Guilds | Endpoint::Members | Endpoint::Channels | Endpoint::Messages)
-            );
-        let Some(bot) = calls_discord.then(|| self.session_bot(request)).flatten() else {
+        let endpoint = resolve(&request.method, request.path());
+        if matches!(endpoint, Ok(Endpoint::Healthz | Endpoint::Metrics)) {
+            // Probes and scrapes stay answerable while a client floods.
+            return Ok(None);
+        }
+        let now = Instant::now();
+        let ip = self.client_ip(request);
+        self.within_client_limit(request, ClientKey::Ip(ip), "ip", now)?;
+        let bot = request
+            .header("authorization")
+            .and_then(|header| SessionId::parse(presented_session(header)))
+            .and_then(|session| self.store.get(&session).map(|bot| (session, bot)));
+        let Some((session, bot)) = bot else {
             return Ok(None);
         };
+        let key = self.clients.session_key(session.as_str());
+        self.within_client_limit(request, key, "session", now)?;
+        let calls_discord = matches!(
+            endpoint,
+            Ok(Endpoint::Guilds | Endpoint::Members | Endpoint::Channels | Endpoint::Messages)
+        );
+        if !calls_discord {
+            return Ok(None);
+        }
         let owner: Arc<dyn AsRef<InFlightGate> + Send + Sync> = bot;
         match InFlightGate::enter(owner, request.received + self.max_wait) {
             Some(pass) => Ok(Some(Box::new(pass))),
@@ -279,10 +301,35 @@ impl Api {
         )
     }
 
-    /// The bot of the request's session, if it presents a live one.
-    fn session_bot(&self, request: &Request) -> Option<Arc<Bot>> {
-        let session = SessionId::parse(presented_session(request.header("authorization")?))?;
-        self.store.get(&session)
+    /// The client's address, through `--trusted-proxies` only.
+    fn client_ip(&self, request: &Request) -> std::net::IpAddr {
+        self.proxies
+            .client_ip(request.peer.ip(), request.header("x-forwarded-for"))
+    }
+
+    fn within_client_limit(
+        &self,
+        request: &Request,
+        key: ClientKey,
+        by: &str,
+        now: Instant,
+    ) -> Result<(), Response> {
+        self.clients.check(key, now).map_err(|wait| {
+            metrics::global()
+                .client_limited
+                .with_label_values(&[by])
+                .inc();
+            self.refuse(
+                Some(request),
+                ApiError::RateLimited {
+                    message: format!(
+                        "too many requests from this {}; slow down (--client-rate-limit)",
+                        if by == "ip" { "address" } else { "session" }
+                    ),
+                    retry_after: wait,
+                },
+            )
+        })
     }
 
     fn authenticate(&self, request: &Request) -> Result<(SessionId, Arc<Bot>), ApiError> {
@@ -317,7 +364,7 @@ impl Api {
     }
 
     fn login(&self, request: &Request, context: &mut Context) -> Result<Response, ApiError> {
-        let ip = request.peer.ip();
+        let ip = self.client_ip(request);
         let now = Instant::now();
         if let Err(wait) = self.logins.check(ip, now) {
             return Err(ApiError::RateLimited {

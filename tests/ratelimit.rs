@@ -147,7 +147,10 @@ fn start(bots: u64, flags: &[&str]) -> (Fake, Arc<Service>) {
             "50",
         ],
     );
-    let service = Arc::new(Service::start(&fake, flags));
+    // The clients here are one address sending far past the default
+    // --client-rate-limit on purpose: what is measured is the Discord side.
+    let flags = [&["--client-rate-limit", "0"], flags].concat();
+    let service = Arc::new(Service::start(&fake, &flags));
     (fake, service)
 }
 
