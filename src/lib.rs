@@ -12,6 +12,7 @@ pub mod cors;
 pub mod discord;
 pub mod error;
 pub mod guard;
+pub mod logging;
 pub mod metrics;
 pub mod query;
 pub mod ratelimit;

@@ -14,6 +14,7 @@ use discord_bot_backend::config::Config;
 use discord_bot_backend::cors::Cors;
 use discord_bot_backend::discord::Discord;
 use discord_bot_backend::guard::{InvalidRequests, LoginThrottle};
+use discord_bot_backend::logging;
 use discord_bot_backend::ratelimit::SystemClock;
 use discord_bot_backend::routes::Api;
 use discord_bot_backend::server::{Limits, Server};
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    logging::init(config.log_level, config.log_format);
     match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -52,42 +53,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(config: &Config) {
-    let log_config = simplelog::ConfigBuilder::new()
-        .set_time_format_rfc3339()
-        .set_thread_level(log::LevelFilter::Off)
-        .set_target_level(log::LevelFilter::Off)
-        // Only our own log lines: ureq logs request headers (the bot token)
-        // at debug and trace, and so might any other dependency.
-        .add_filter_allow_str("discord_bot_backend")
-        .build();
-    // simplelog writes each line in several pieces; unbuffered stderr made
-    // that ~30 `write` calls per request line (strace, `make bench`). A
-    // LineWriter sends each line in one.
-    let stderr = std::io::LineWriter::new(std::io::stderr());
-    let _ = simplelog::WriteLogger::init(config.log_level.filter(), log_config, stderr);
-    // A panic in a handler is caught and answered 500; log it as one line,
-    // through the logger, instead of the default multi-line stderr dump.
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()));
-        log::error!(
-            "panic at {}: {}",
-            location.as_deref().unwrap_or("unknown location"),
-            panic_message(info.payload())
-        );
-    }));
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)")
 }
 
 fn run(config: &Config) -> Result<(), String> {

@@ -277,13 +277,14 @@ impl Api {
             response.status,
             context.started.elapsed(),
         );
+        let method = printable(method);
+        let duration_ms = (context.started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+        let session = context.session_prefix.as_deref().unwrap_or("-");
         log::info!(
-            "{} {} {} {:.1}ms session={}",
-            printable(method),
-            target,
+            method = method.as_str(), target = target.as_str(), status = response.status,
+            duration_ms = duration_ms, session = session;
+            "{method} {target} {} {duration_ms:.1}ms session={session}",
             response.status,
-            context.started.elapsed().as_secs_f64() * 1000.0,
-            context.session_prefix.as_deref().unwrap_or("-")
         );
         response
     }

@@ -126,3 +126,61 @@ fn a_client_cannot_forge_log_lines() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(!service.logs().contains('\x1b'));
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_request_fields() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &["--log-format", "json"]);
+    let session = service.session(TOKEN);
+    service.get("/api/members?limit=2", &session);
+    assert!(service.wait_for_log("GET /api/members?limit=2 200"));
+    let lines: Vec<serde_json::Value> = service
+        .logs()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["target"] == "/api/members?limit=2")
+        .expect("the request line");
+    assert_eq!(request["level"], "INFO");
+    assert_eq!(request["method"], "GET");
+    assert_eq!(request["status"], 200);
+    assert!(request["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(request["session"], &session[..6]);
+    assert!(request["time"].as_str().unwrap().ends_with('Z'));
+    let created = format!("session {} created for bot {BOT_ID}", &session[..6]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().starts_with(&created)),
+        "the session line is an object too"
+    );
+}
+
+#[test]
+fn json_logs_never_carry_a_token_or_a_whole_session_id() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(
+        &fake,
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "trace",
+            "--max-ratelimit-wait",
+            "100",
+        ],
+    );
+    let replies = exercise(&fake, &service);
+    let session = replies[0].json()["sessionId"].as_str().unwrap().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let logs = service.logs();
+    assert!(logs.contains("\"method\":\"GET\""), "logging works: {logs}");
+    assert!(
+        !logs.contains(TOKEN.split('.').nth(1).unwrap()),
+        "token in logs"
+    );
+    assert!(!logs.contains("bad-token"), "rejected token in logs");
+    assert!(!logs.contains(&session[..7]), "session ID in logs");
+}

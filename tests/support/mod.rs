@@ -38,7 +38,12 @@ fn capture(
         let mut line = String::new();
         while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
             if let Some(at) = line.find("listening on http://") {
-                let addr = line[at + "listening on http://".len()..].trim().to_string();
+                // The address ends where the line or, in JSON logs, the
+                // message string does.
+                let addr: String = line[at + "listening on http://".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c))
+                    .collect();
                 let _ = tx.send(addr);
             }
             sink.lock().unwrap().push_str(&line);
