@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::server::Response;
+use crate::sessions::StoreError;
 
 /// Everything that can go wrong while answering a client, each variant with
 /// the situation that produces it.
@@ -157,6 +158,19 @@ impl fmt::Display for ApiError {
                 f.write_str("Discord did not answer within the upstream timeout")
             }
         }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        ApiError::Unavailable(match error {
+            StoreError::Full => "the session limit is reached; try again later or ask the \
+                                 operator to raise --max-sessions"
+                .into(),
+            StoreError::Unavailable(reason) => {
+                format!("the session store is unavailable ({reason}); retry shortly")
+            }
+        })
     }
 }
 

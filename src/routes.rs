@@ -24,7 +24,7 @@ use crate::metrics;
 use crate::query::{Query, printable};
 use crate::ratelimit::InFlightGate;
 use crate::server::{Handler, Request, Response, Ticket};
-use crate::sessions::{SessionId, SessionStore, StoreError};
+use crate::sessions::{SessionId, SessionStore};
 use crate::snowflake::Snowflake;
 
 /// API.md: members `limit` 1 to 10000, default 1000.
@@ -189,7 +189,8 @@ impl Handler for Api {
         let bot = request
             .header("authorization")
             .and_then(|header| SessionId::parse(presented_session(header)))
-            .and_then(|session| self.store.get(&session).map(|bot| (session, bot)));
+            // A store error is answered by `authenticate`, on a worker.
+            .and_then(|session| Some((session.clone(), self.store.get(&session).ok()??)));
         let Some((session, bot)) = bot else {
             return Ok(None);
         };
@@ -224,6 +225,7 @@ impl Api {
         }
         let endpoint = resolve(&request.method, path)?;
         if endpoint == Endpoint::Healthz {
+            self.store.health()?;
             return Ok(json_response(200, &serde_json::json!({"status": "ok"})));
         }
         if endpoint == Endpoint::OpenApi {
@@ -341,7 +343,7 @@ impl Api {
             ))?;
         let session = SessionId::parse(presented_session(header))
             .ok_or(ApiError::Unauthorized("invalid session ID; log in again"))?;
-        let bot = self.store.get(&session).ok_or(ApiError::Unauthorized(
+        let bot = self.store.get(&session)?.ok_or(ApiError::Unauthorized(
             "unknown or expired session; log in again",
         ))?;
         if bot.is_rejected() {
@@ -355,12 +357,22 @@ impl Api {
     fn end_bot(&self, bot: &Arc<Bot>) {
         self.bots.remember_rejected(bot);
         let identity = bot.identity();
-        for prefix in self.store.remove_bot(bot) {
-            log::info!(
-                "session {prefix} ended: Discord rejected the token of bot {} ({})",
-                identity.id,
-                identity.username
-            );
+        match self.store.remove_bot(bot) {
+            Ok(ended) => {
+                for prefix in ended {
+                    log::info!(
+                        "session {prefix} ended: Discord rejected the token of bot {} ({})",
+                        identity.id,
+                        identity.username
+                    );
+                }
+            }
+            // Its sessions stay, but the bot is marked rejected: each is
+            // refused (401) and ended when next presented.
+            Err(e) => log::warn!(
+                "cannot end the sessions of bot {} whose token Discord rejected: {e:?}",
+                identity.id
+            ),
         }
     }
 
@@ -415,11 +427,7 @@ impl Api {
             username: identity.username,
         };
         bot.set_identity(identity.clone());
-        let session = self.store.create(Arc::clone(&bot)).map_err(|e| match e {
-            StoreError::Full => ApiError::Unavailable(
-                "the session limit is reached; try again later or ask the operator to raise --max-sessions".into(),
-            ),
-        })?;
+        let session = self.store.create(Arc::clone(&bot))?;
         context.session_prefix = Some(session.prefix().to_string());
         log::info!(
             "session {} created for bot {} ({})",
@@ -438,7 +446,7 @@ impl Api {
     }
 
     fn logout(&self, session: &SessionId) -> Result<Response, ApiError> {
-        let bot = self.store.remove(session).ok_or(ApiError::Unauthorized(
+        let bot = self.store.remove(session)?.ok_or(ApiError::Unauthorized(
             "unknown or expired session; log in again",
         ))?;
         let identity = bot.identity();

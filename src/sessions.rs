@@ -58,10 +58,13 @@ impl fmt::Debug for SessionId {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
     /// `--max-sessions` sessions exist already.
     Full,
+    /// The store cannot be reached (a shared store that is down); the
+    /// reason is safe to show a client: it names no key and no secret.
+    Unavailable(String),
 }
 
 /// Where sessions live. Implementations must be safe to call from every
@@ -72,17 +75,24 @@ pub trait SessionStore: Send + Sync {
     /// The session's bot, refreshing its last use; `None` when unknown or
     /// idle past the timeout (an expired session is never served, even
     /// before the sweeper removes it).
-    fn get(&self, id: &SessionId) -> Option<Arc<Bot>>;
+    fn get(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError>;
     /// Ends a session at once; returns its bot if it existed.
-    fn remove(&self, id: &SessionId) -> Option<Arc<Bot>>;
+    fn remove(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError>;
     /// Ends every session of this bot (Discord rejected its token).
     /// Returns the ended sessions' log prefixes.
-    fn remove_bot(&self, bot: &Arc<Bot>) -> Vec<String>;
+    fn remove_bot(&self, bot: &Arc<Bot>) -> Result<Vec<String>, StoreError>;
     /// Removes sessions idle past the timeout; returns them for logging.
+    /// A store whose entries expire by themselves returns nothing.
     fn sweep(&self) -> Vec<(String, Arc<Bot>)>;
+    /// Sessions held (for metrics; a shared store may answer from a recent
+    /// count).
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Whether the store can serve requests now (`/healthz`).
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -140,22 +150,24 @@ impl SessionStore for MemoryStore {
         Ok(id)
     }
 
-    fn get(&self, id: &SessionId) -> Option<Arc<Bot>> {
+    fn get(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError> {
         let sessions = self.sessions.read();
-        let entry = sessions.get(id)?;
+        let Some(entry) = sessions.get(id) else {
+            return Ok(None);
+        };
         let now = self.now_ms();
         if self.is_expired(entry, now) {
-            return None;
+            return Ok(None);
         }
         entry.last_used.store(now, Ordering::Relaxed);
-        Some(Arc::clone(&entry.bot))
+        Ok(Some(Arc::clone(&entry.bot)))
     }
 
-    fn remove(&self, id: &SessionId) -> Option<Arc<Bot>> {
-        self.sessions.write().remove(id).map(|entry| entry.bot)
+    fn remove(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError> {
+        Ok(self.sessions.write().remove(id).map(|entry| entry.bot))
     }
 
-    fn remove_bot(&self, bot: &Arc<Bot>) -> Vec<String> {
+    fn remove_bot(&self, bot: &Arc<Bot>) -> Result<Vec<String>, StoreError> {
         let mut ended = Vec::new();
         self.sessions.write().retain(|id, entry| {
             let keep = !Arc::ptr_eq(&entry.bot, bot);
@@ -164,7 +176,7 @@ impl SessionStore for MemoryStore {
             }
             keep
         });
-        ended
+        Ok(ended)
     }
 
     fn sweep(&self) -> Vec<(String, Arc<Bot>)> {
@@ -265,7 +277,7 @@ mod tests {
         let store = MemoryStore::new(10, Duration::from_millis(20));
         let id = store.create(bot(&registry, "a")).unwrap();
         std::thread::sleep(Duration::from_millis(40));
-        assert!(store.get(&id).is_none());
+        assert!(store.get(&id).unwrap().is_none());
         assert_eq!(store.sweep().len(), 1);
         assert!(store.is_empty());
         assert_eq!(registry.sweep(), 0, "the bot goes with its last session");
@@ -279,8 +291,8 @@ mod tests {
         store.create(Arc::clone(&a)).unwrap();
         store.create(Arc::clone(&a)).unwrap();
         let other = store.create(bot(&registry, "b")).unwrap();
-        assert_eq!(store.remove_bot(&a).len(), 2);
-        assert!(store.get(&other).is_some());
+        assert_eq!(store.remove_bot(&a).unwrap().len(), 2);
+        assert!(store.get(&other).unwrap().is_some());
         assert_eq!(store.len(), 1);
     }
 }
