@@ -37,6 +37,9 @@ fn capture(
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+            // Kept before the address is reported, so a test that starts
+            // once the line is seen also finds it in the logs.
+            sink.lock().unwrap().push_str(&line);
             if let Some(at) = line.find("listening on http://") {
                 // The address ends where the line or, in JSON logs, the
                 // message string does.
@@ -46,7 +49,6 @@ fn capture(
                     .collect();
                 let _ = tx.send(addr);
             }
-            sink.lock().unwrap().push_str(&line);
             line.clear();
         }
     });
