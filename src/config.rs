@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::clients::TrustedProxies;
+use crate::seal::SessionKey;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -119,6 +120,23 @@ pub struct Config {
     /// log shippers.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Redis URL (redis://[:password@]host:port[/db]): sessions and the
+    /// cluster's rate limits live there, shared by every instance that
+    /// names the same Redis. Requires --session-key. Unset: in memory.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = parse_redis_url)]
+    pub redis_url: Option<String>,
+
+    /// 64 hex characters (32 bytes, e.g. `openssl rand -hex 32`), the same
+    /// on every instance: seals bot tokens and hashes session IDs in Redis.
+    #[arg(long, env = "SESSION_KEY", hide_env_values = true, value_parser = SessionKey::parse)]
+    pub session_key: Option<SessionKey>,
+
+    /// Milliseconds a Redis connect or answer may take before the request
+    /// gets 503.
+    #[arg(long = "redis-timeout", env = "REDIS_TIMEOUT_MS", default_value_t = 1500,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub redis_timeout_ms: u64,
 }
 
 impl Config {
@@ -132,6 +150,23 @@ impl Config {
 
     pub fn client_timeout(&self) -> Duration {
         Duration::from_millis(self.client_timeout_ms)
+    }
+
+    /// Checks that clap's per-option parsing cannot express: the options
+    /// that only make sense together. The message is one line naming them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.redis_url.is_some() && self.session_key.is_none() {
+            return Err(
+                "error: --redis-url needs --session-key (or SESSION_KEY): 64 hex \
+                        characters, the same on every instance"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
     }
 
     pub fn session_idle_timeout(&self) -> Duration {
@@ -198,6 +233,20 @@ fn parse_origins(value: &str) -> Result<CorsOrigins, String> {
     Ok(CorsOrigins::List(origins))
 }
 
+fn parse_redis_url(value: &str) -> Result<String, String> {
+    // TLS (rediss://) would need a TLS feature of the redis crate we do not
+    // build; a unix socket works with redis+unix:// or unix://.
+    let scheme_ok = ["redis://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|scheme| value.starts_with(scheme));
+    if scheme_ok && redis::Client::open(value).is_ok() {
+        Ok(value.to_string())
+    } else {
+        // The value is not echoed: it may hold a password.
+        Err("expected redis://[:password@]host[:port][/db] or unix:///path".into())
+    }
+}
+
 fn parse_base_url(value: &str) -> Result<String, String> {
     let ok = (value.starts_with("http://") || value.starts_with("https://"))
         && value.bytes().all(|b| b.is_ascii_graphic())
@@ -255,6 +304,29 @@ mod tests {
         );
         assert!(parse(&["--cors-origins", "a.example"]).is_err());
         assert!(parse(&["--cors-origins", "https://a.example/"]).is_err());
+    }
+
+    const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    #[test]
+    fn redis_needs_a_session_key() {
+        assert!(
+            parse(&["--redis-url", "redis://127.0.0.1:6379"])
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+        let c = parse(&[
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--session-key",
+            KEY,
+        ])
+        .unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert!(parse(&["--session-key", "abc"]).is_err());
+        assert!(parse(&["--redis-url", "http://x", "--session-key", KEY]).is_err());
+        assert_eq!(parse(&[]).unwrap().redis_url, None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use discord_bot_backend::discord::Discord;
 use discord_bot_backend::guard::{InvalidRequests, LoginThrottle};
 use discord_bot_backend::logging;
 use discord_bot_backend::ratelimit::SystemClock;
+use discord_bot_backend::redis_store::{RedisPool, RedisStore};
 use discord_bot_backend::routes::Api;
 use discord_bot_backend::server::{Limits, Server};
 use discord_bot_backend::sessions::{self, MemoryStore, SessionStore};
@@ -45,6 +46,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(message) = config.validate() {
+        eprintln!("{message}");
+        return ExitCode::from(2);
+    }
     logging::init(config.log_level, config.log_format);
     match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,14 +71,30 @@ fn run(config: &Config) -> Result<(), String> {
         Ok(_) => {}
         Err(err) => log::warn!("cannot raise the open-file limit: {err}"),
     }
-    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(
-        config.max_sessions as usize,
-        config.session_idle_timeout(),
-    ));
     let bots = Arc::new(BotRegistry::new(
         config.global_rate_limit,
         config.max_in_flight_per_bot(),
     ));
+    let redis = match &config.redis_url {
+        Some(url) => Some(Arc::new(RedisPool::new(url, config.redis_timeout())?)),
+        None => None,
+    };
+    let store: Arc<dyn SessionStore> = match (&redis, &config.session_key) {
+        (Some(pool), Some(key)) => {
+            log::info!("sessions are in Redis, shared with every instance that uses it");
+            Arc::new(RedisStore::new(
+                Arc::clone(pool),
+                key.clone(),
+                Arc::clone(&bots),
+                config.max_sessions,
+                config.session_idle_timeout(),
+            ))
+        }
+        _ => Arc::new(MemoryStore::new(
+            config.max_sessions as usize,
+            config.session_idle_timeout(),
+        )),
+    };
     let invalid = Arc::new(InvalidRequests::new(config.invalid_request_threshold));
     let discord = Discord::new(
         &config.discord_api,

@@ -28,7 +28,7 @@ const LOG_PREFIX_LEN: usize = 6;
 pub struct SessionId(String);
 
 impl SessionId {
-    fn generate() -> SessionId {
+    pub(crate) fn generate() -> SessionId {
         SessionId(nanoid::nanoid!(SESSION_ID_LEN))
     }
 

@@ -1,0 +1,194 @@
+//! contract: issue 6, several instances as one service through Redis
+//! (`--redis-url`). Each test starts a real `redis-server` (see
+//! support/redis.rs; skipped with one loud line where it is not installed),
+//! one fake Discord and two instances of the service.
+
+#[path = "support/redis.rs"]
+mod redis_server;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use redis_server::{RedisServer, SESSION_KEY};
+use support::world::*;
+use support::{Fake, Service};
+
+fn instance(fake: &Fake, redis: &RedisServer, extra: &[&str]) -> Service {
+    let flags = redis.flags();
+    let mut all: Vec<&str> = flags.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    Service::start(fake, &all)
+}
+
+fn guilds(service: &Service, session: &str) -> u16 {
+    service.get("/api/guilds", session).status
+}
+
+#[test]
+fn session_made_on_a_works_on_b_and_logout_on_b_ends_it_on_a_at_once() {
+    let Some(redis) = RedisServer::start_or_skip("cluster::session_made_on_a_works_on_b…") else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let a = instance(&fake, &redis, &[]);
+    let b = instance(&fake, &redis, &[]);
+    let session = a.session(TOKEN);
+    assert_eq!(guilds(&b, &session), 200);
+    let out = b.request(
+        "POST",
+        "/api/auth/logout",
+        &[("Authorization", &session)],
+        None,
+    );
+    assert_eq!(out.status, 200, "{}", out.text);
+    assert_eq!(guilds(&a, &session), 401);
+    assert_eq!(guilds(&b, &session), 401);
+}
+
+#[test]
+fn a_restarted_instance_still_serves_its_sessions() {
+    let Some(redis) = RedisServer::start_or_skip("cluster::a_restarted_instance…") else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let a = instance(&fake, &redis, &[]);
+    let session = a.session(TOKEN);
+    drop(a);
+    let a = instance(&fake, &redis, &[]);
+    assert_eq!(guilds(&a, &session), 200);
+    let reply = a.get(&format!("/api/channels?guildId={GUILD}"), &session);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}
+
+#[test]
+fn max_sessions_holds_across_the_cluster() {
+    let Some(redis) = RedisServer::start_or_skip("cluster::max_sessions_holds…") else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let a = instance(&fake, &redis, &["--max-sessions", "2"]);
+    let b = instance(&fake, &redis, &["--max-sessions", "2"]);
+    a.session(TOKEN);
+    b.session(MULTI_TOKEN);
+    let third = a.login(TOKEN);
+    assert_eq!(third.status, 503, "{}", third.text);
+    assert_eq!(b.login(LONELY_TOKEN).status, 503);
+}
+
+#[test]
+fn idle_sessions_expire_in_redis_and_use_refreshes_them() {
+    let Some(redis) = RedisServer::start_or_skip("cluster::idle_sessions_expire…") else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let a = instance(&fake, &redis, &["--session-idle-timeout", "2"]);
+    let used = a.session(TOKEN);
+    let idle = a.session(TOKEN);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(900));
+        assert_eq!(guilds(&a, &used), 200);
+    }
+    assert_eq!(guilds(&a, &idle), 401, "idle for 2.7 s of a 2 s timeout");
+}
+
+#[test]
+fn redis_down_answers_503_with_the_reason_at_once_and_recovers_by_itself() {
+    let Some(mut redis) = RedisServer::start_or_skip("cluster::redis_down_answers_503…") else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let a = instance(&fake, &redis, &[]);
+    let b = instance(&fake, &redis, &[]);
+    let session = a.session(TOKEN);
+    assert_eq!(guilds(&b, &session), 200);
+    assert!(a.is_healthy());
+
+    redis.stop();
+    for service in [&a, &b] {
+        let asked = Instant::now();
+        let reply = service.get("/api/guilds", &session);
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            asked.elapsed()
+        );
+        assert_eq!(reply.status, 503, "{}", reply.text);
+        assert!(
+            reply.error().contains("session store is unavailable"),
+            "{}",
+            reply.text
+        );
+        assert!(reply.error().contains("Redis"), "{}", reply.text);
+        let health = service.request("GET", "/healthz", &[], None);
+        assert_eq!(health.status, 503, "{}", health.text);
+        assert!(health.text.contains("Redis"), "{}", health.text);
+        assert_eq!(service.login(TOKEN).status, 503);
+    }
+
+    // Same port, empty Redis (no persistence): the old session is gone,
+    // but both instances serve again without a restart.
+    redis.start();
+    assert!(a.is_healthy() && b.is_healthy());
+    let session = b.session(TOKEN);
+    assert_eq!(guilds(&a, &session), 200);
+    assert_eq!(guilds(&b, &session), 200);
+}
+
+#[test]
+fn redis_holds_no_token_and_no_session_id_in_clear() {
+    let Some(redis) = RedisServer::start_or_skip("cluster::redis_holds_no_token…") else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let a = instance(&fake, &redis, &[]);
+    let b = instance(&fake, &redis, &[]);
+    let sessions = [a.session(TOKEN), b.session(TOKEN), b.session(MULTI_TOKEN)];
+    assert_eq!(guilds(&b, &sessions[0]), 200);
+    let dump = redis.dump();
+    assert!(dump.len() >= 4, "expected sessions in Redis: {dump:?}");
+    let secrets: Vec<&str> = [TOKEN, MULTI_TOKEN]
+        .into_iter()
+        .chain(sessions.iter().map(String::as_str))
+        .collect();
+    for (key, values) in &dump {
+        for secret in &secrets {
+            // Any 12 characters of a secret is too much to show.
+            for part in secret.as_bytes().windows(12) {
+                let part_text = String::from_utf8_lossy(part);
+                assert!(
+                    !key.contains(&*part_text),
+                    "key {key} holds part of a secret"
+                );
+                for value in values {
+                    assert!(
+                        !value.windows(12).any(|w| w == part),
+                        "{key} holds part of a secret"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn redis_url_without_a_session_key_is_a_one_line_error_exit_2() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_discord-bot-backend"))
+        .args(["--redis-url", "redis://127.0.0.1:1"])
+        .env_remove("SESSION_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--session-key"), "{stderr}");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_discord-bot-backend"))
+        .args([
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--session-key",
+            &SESSION_KEY[..10],
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
