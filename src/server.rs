@@ -1,12 +1,15 @@
 //! server: the HTTP/1.1 front. Reads requests off sockets under hard limits and
-//! hands each complete request to a bounded pool of worker threads.
+//! runs the handler for each complete request, at most `workers` at once.
 //!
-//! Shape: one accept thread; one small connection thread per open connection
-//! (capped by `max_connections`) that only reads, parses and writes bytes; and
-//! `workers` threads that run the handler. Idle and slow clients therefore pin
-//! a 128 KiB connection thread, never a worker, so they cannot keep other
-//! clients from being answered. Why not a server crate: see ARCHITECTURE.md
-//! ("The HTTP front").
+//! Shape: one accept thread; one thread per open connection (capped by
+//! `max_connections`) that reads, parses and writes bytes, and runs the
+//! handler itself once it holds one of `workers` permits. Idle and slow
+//! clients hold no permit while they dawdle, so they cannot keep other
+//! clients from being answered. Running the handler on the thread that read
+//! the request, instead of handing it to a pool thread and waiting for the
+//! answer, saves two thread wake-ups per request (`make bench`: the hand-off
+//! was the largest cost in the profile). Why not a server crate: see
+//! ARCHITECTURE.md ("The HTTP front").
 //!
 //! Architecture invariants:
 //! - no buffer grows past its limit: a head is refused past `MAX_HEAD`, a body
@@ -16,7 +19,6 @@
 //! - responses on a connection are written in request order (pipelining);
 //! - this module knows HTTP framing, not routes, sessions or Discord.
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -36,9 +38,10 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_BODY: usize = 64 * 1024;
 /// Headers per request; more is treated like an oversized head.
 const MAX_HEADERS: usize = 64;
-/// A connection thread only parses and copies bytes; 128 KiB is ample and
-/// keeps thousands of idle connections cheap.
-const CONNECTION_STACK: usize = 128 * 1024;
+/// A connection thread parses bytes and runs the handler (ureq, TLS,
+/// serde_json with its 128-level recursion limit). Only touched pages are
+/// resident, so an idle connection costs a few KiB whatever this is.
+const CONNECTION_STACK: usize = 512 * 1024;
 /// After refusing a request whose body we will not read, we read and discard
 /// at most this much (for at most `LINGER`) before closing, so the client sees
 /// our answer instead of a reset.
@@ -81,7 +84,8 @@ impl Request {
         self.target.split_once('?').map_or("", |(_, q)| q)
     }
 
-    #[cfg(test)]
+    /// A request from 127.0.0.1, for unit tests and `benches/micro.rs`.
+    #[doc(hidden)]
     pub fn for_test(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Self {
         Request {
             method: method.into(),
@@ -143,15 +147,16 @@ impl Response {
 /// Held while a request is worked on; dropped once its answer is ready.
 pub type Ticket = Box<dyn Send>;
 
-/// What the front calls. `handle` runs on a worker; `refuse` runs on the
-/// connection thread for requests the front turns away itself (too large,
-/// malformed, overloaded). `request` is `None` when the head was unreadable.
+/// What the front calls, all on the connection's thread. `handle` runs
+/// holding one of the `workers` permits; `refuse` answers requests the front
+/// turns away itself (too large, malformed, overloaded). `request` is `None`
+/// when the head was unreadable.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: &Request) -> Response;
     fn refuse(&self, request: Option<&Request>, error: ApiError) -> Response;
-    /// Runs on the connection thread before the request is queued for a
-    /// worker, and may block for a bounded time: a place to make a flood
-    /// wait without holding workers. `Err` is written as the answer.
+    /// Runs before the request waits for a permit, and may block for a
+    /// bounded time: a place to make a flood wait without holding permits
+    /// other clients need. `Err` is written as the answer.
     fn admit(&self, _request: &Request) -> Result<Option<Ticket>, Response> {
         Ok(None)
     }
@@ -163,71 +168,52 @@ pub struct Limits {
     pub client_timeout: Duration,
     /// Open connections at once; one more is answered 503 and closed.
     pub max_connections: usize,
-    /// Threads running the handler.
+    /// Requests running the handler at once (`--workers`).
     pub workers: usize,
 }
 
-struct Job {
-    request: Request,
-    reply: Arc<ReplySlot>,
+/// The `workers` permits: how many requests run the handler at once.
+/// A mutex and condvar rather than a channel or semaphore crate: channels
+/// spin and `sched_yield` before parking, which with hundreds of threads on
+/// two cores cost a fifth of all CPU (perf, `make bench`).
+struct Permits {
+    free: Mutex<usize>,
+    freed: Condvar,
 }
 
-/// The worker pool's queue. A mutex and condvar rather than a channel
-/// crate: channels spin and `sched_yield` before parking, which with
-/// hundreds of threads on two cores cost a fifth of all CPU (perf, `make
-/// bench`). Never holds more than one job per connection.
-struct JobQueue {
-    jobs: Mutex<VecDeque<Job>>,
-    available: Condvar,
-}
-
-impl JobQueue {
-    fn push(&self, job: Job) {
-        metrics::global().queued.inc();
-        self.jobs.lock().push_back(job);
-        self.available.notify_one();
-    }
-
-    fn pop(&self) -> Job {
-        let mut jobs = self.jobs.lock();
-        loop {
-            if let Some(job) = jobs.pop_front() {
-                metrics::global().queued.dec();
-                return job;
+impl Permits {
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock();
+        if *free == 0 {
+            let queued = &metrics::global().queued;
+            queued.inc();
+            while *free == 0 {
+                self.freed.wait(&mut free);
             }
-            self.available.wait(&mut jobs);
+            queued.dec();
         }
+        *free -= 1;
+        metrics::global().workers_busy.inc();
+        Permit { permits: self }
     }
 }
 
-/// Where a worker leaves a connection's answer.
-#[derive(Default)]
-struct ReplySlot {
-    response: Mutex<Option<Response>>,
-    ready: Condvar,
+struct Permit<'a> {
+    permits: &'a Permits,
 }
 
-impl ReplySlot {
-    fn put(&self, response: Response) {
-        *self.response.lock() = Some(response);
-        self.ready.notify_one();
-    }
-
-    fn take(&self) -> Response {
-        let mut response = self.response.lock();
-        loop {
-            if let Some(response) = response.take() {
-                return response;
-            }
-            self.ready.wait(&mut response);
-        }
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        metrics::global().workers_busy.dec();
+        *self.permits.free.lock() += 1;
+        self.permits.freed.notify_one();
     }
 }
 
 struct Shared {
     handler: Arc<dyn Handler>,
     limits: Limits,
-    jobs: JobQueue,
+    permits: Permits,
     stopping: AtomicBool,
     /// Requests read but not yet fully answered; shutdown waits for 0.
     in_flight: AtomicUsize,
@@ -249,20 +235,14 @@ impl Server {
         let shared = Arc::new(Shared {
             handler,
             limits,
-            jobs: JobQueue {
-                jobs: Mutex::new(VecDeque::new()),
-                available: Condvar::new(),
+            permits: Permits {
+                free: Mutex::new(limits.workers),
+                freed: Condvar::new(),
             },
             stopping: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
         });
-        for n in 0..limits.workers {
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name(format!("worker-{n}"))
-                .spawn(move || worker_loop(&shared))?;
-        }
         let accept_shared = Arc::clone(&shared);
         let accept_thread = thread::Builder::new()
             .name("accept".into())
@@ -295,25 +275,6 @@ impl Server {
             }
             thread::sleep(Duration::from_millis(10));
         }
-    }
-}
-
-/// Workers live as long as the process: shutdown waits for in-flight
-/// requests, then the process exits.
-fn worker_loop(shared: &Shared) {
-    loop {
-        let job = shared.jobs.pop();
-        let busy = &metrics::global().workers_busy;
-        busy.inc();
-        let response = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&job.request)))
-            .unwrap_or_else(|_| {
-                // The panic hook has logged where; the worker lives on.
-                shared
-                    .handler
-                    .refuse(Some(&job.request), ApiError::Internal)
-            });
-        busy.dec();
-        job.reply.put(response);
     }
 }
 
@@ -377,7 +338,6 @@ struct Connection<'a> {
     /// Bytes read but not yet consumed: at most one head plus one body, plus
     /// whatever of the next pipelined request arrived with them.
     buf: Vec<u8>,
-    reply: Arc<ReplySlot>,
 }
 
 /// What the head said about framing and the connection.
@@ -402,7 +362,6 @@ impl<'a> Connection<'a> {
             shared,
             peer,
             buf: Vec::new(),
-            reply: Arc::default(),
         }
     }
 
@@ -448,13 +407,17 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Runs the handler under a permit; a panic in it is answered 500 and
+    /// this connection lives on (the panic hook has logged where).
     fn dispatch(&self, request: Request) -> Response {
-        self.shared.jobs.push(Job {
-            request,
-            reply: Arc::clone(&self.reply),
-        });
-        // A worker always answers: it catches handler panics.
-        self.reply.take()
+        let _permit = self.shared.permits.acquire();
+        catch_unwind(AssertUnwindSafe(|| self.shared.handler.handle(&request))).unwrap_or_else(
+            |_| {
+                self.shared
+                    .handler
+                    .refuse(Some(&request), ApiError::Internal)
+            },
+        )
     }
 
     /// Reads one request (head, then body) into `buf`, with `client_timeout`
