@@ -11,6 +11,7 @@ help:
 	@echo "make release  optimised binaries in target/release"
 	@echo "make static   a fully static musl binary"
 	@echo "make bench    the benchmark table of benches/RESULTS.md, measured on this machine"
+	@echo "make bench-micro  micro-benchmarks of the hot paths (divan); also run by make bench"
 
 build:
 	$(CARGO) build --workspace
@@ -47,6 +48,13 @@ bench:
 	$(CARGO) build --release --workspace
 	cd benches/upstream && $(CARGO) build --release
 	python3 benches/bench.py
+	$(CARGO) bench --bench micro
+
+# Sessions, rate limiter, request front and query parsing in isolation, no
+# network (benches/micro.rs); the numbers are in benches/RESULTS.md.
+.PHONY: bench-micro
+bench-micro:
+	$(CARGO) bench --bench micro
 
 clean:
 	$(CARGO) clean
