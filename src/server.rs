@@ -319,7 +319,7 @@ fn refuse_connection(mut stream: TcpStream, shared: &Shared) {
         ApiError::Unavailable("too many open connections; try again shortly".into()),
     );
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let _ = stream.write_all(&encode(&response, false, false));
+    let _ = write_response(&mut stream, &response, false, false);
 }
 
 /// Why reading a request stopped.
@@ -372,7 +372,7 @@ impl<'a> Connection<'a> {
                 Err(ReadError::Gone) => return,
                 Err(ReadError::Refuse(error, request)) => {
                     let response = self.shared.handler.refuse(request.as_deref(), error);
-                    let _ = self.stream.write_all(&encode(&response, false, false));
+                    let _ = write_response(&mut self.stream, &response, false, false);
                     self.linger_close();
                     return;
                 }
@@ -392,9 +392,7 @@ impl<'a> Connection<'a> {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 keep_alive = false;
             }
-            let written = self
-                .stream
-                .write_all(&encode(&response, keep_alive, head.http10));
+            let written = write_response(&mut self.stream, &response, keep_alive, head.http10);
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             if written.is_err() || !keep_alive {
                 let _ = self.stream.shutdown(Shutdown::Both);
@@ -625,8 +623,30 @@ fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
 
 /// The bytes of a response, head and body in one buffer so it leaves in one
 /// write.
-fn encode(response: &Response, keep_alive: bool, http10: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + response.body.len());
+/// Writes head and body in one `writev`, so a large body is not copied
+/// behind its head first.
+fn write_response(
+    stream: &mut TcpStream,
+    response: &Response,
+    keep_alive: bool,
+    http10: bool,
+) -> io::Result<()> {
+    let head = encode_head(response, keep_alive, http10);
+    let mut parts = [io::IoSlice::new(&head), io::IoSlice::new(&response.body)];
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        match stream.write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn encode_head(response: &Response, keep_alive: bool, http10: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
     let version = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
     let _ = write!(
         out,
@@ -646,7 +666,6 @@ fn encode(response: &Response, keep_alive: bool, http10: bool) -> Vec<u8> {
         (true, false) => {}
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&response.body);
     out
 }
 
@@ -742,11 +761,11 @@ mod tests {
 
     #[test]
     fn connection_close_is_announced() {
-        let bytes = encode(&Response::json(200, b"{}".to_vec()), false, false);
+        let bytes = encode_head(&Response::json(200, b"{}".to_vec()), false, false);
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(text.contains("Connection: close\r\n"));
         assert!(text.contains("Content-Length: 2\r\n"));
-        assert!(text.ends_with("\r\n\r\n{}"));
+        assert!(text.ends_with("\r\n\r\n"));
     }
 }
