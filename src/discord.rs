@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bots::Bot;
+use crate::cluster::{Admission, Answer, ClusterLimiter, Ticket};
 use crate::error::ApiError;
 use crate::guard::InvalidRequests;
 use crate::metrics;
@@ -142,6 +143,9 @@ pub struct Discord {
     base: String,
     clock: Arc<dyn Clock>,
     invalid: Arc<InvalidRequests>,
+    /// The limits shared with other instances (`--redis-url`); checked
+    /// after the local limiter, right before sending.
+    cluster: Option<Arc<dyn ClusterLimiter>>,
 }
 
 impl Discord {
@@ -183,6 +187,42 @@ impl Discord {
             base: base.to_string(),
             clock,
             invalid,
+            cluster: None,
+        }
+    }
+
+    /// Also keeps each bot's limits across the instances sharing `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<dyn ClusterLimiter>) -> Discord {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Waits for the cluster's admission (when there is a cluster), never
+    /// past `deadline`.
+    fn cluster_admit(
+        &self,
+        bot: &Bot,
+        route: crate::ratelimit::RouteKey,
+        deadline: Instant,
+    ) -> Result<Option<Ticket>, ApiError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        loop {
+            match cluster.admit(bot, route)? {
+                Admission::Go(ticket) => return Ok(Some(ticket)),
+                Admission::Wait(wait) => {
+                    if self.clock.now() + wait > deadline {
+                        return Err(ApiError::RateLimited {
+                            message: "this bot is at Discord's rate limit for this route; \
+                                      retry after the given time"
+                                .into(),
+                            retry_after: wait,
+                        });
+                    }
+                    std::thread::sleep(wait);
+                }
+            }
         }
     }
 
@@ -211,10 +251,17 @@ impl Discord {
                     retry_after: too_long.wait,
                 }
             })?;
+            let ticket = match self.cluster_admit(bot, key, deadline) {
+                Ok(ticket) => ticket,
+                Err(error) => {
+                    bot.limiter.abandon(slot, self.clock.now());
+                    return Err(error);
+                }
+            };
             metrics::global()
                 .ratelimit_wait
                 .observe((self.clock.now() - asked).as_secs_f64());
-            match self.send(bot, &url, slot) {
+            match self.send(bot, &url, slot, ticket) {
                 Outcome::Done(result) => return result,
                 Outcome::Retryable(error) => {
                     if retried_failure {
@@ -237,7 +284,12 @@ impl Discord {
         }
     }
 
-    fn send(&self, bot: &Bot, url: &str, slot: Slot) -> Outcome {
+    fn send(&self, bot: &Bot, url: &str, slot: Slot, ticket: Option<Ticket>) -> Outcome {
+        let record = |answer: Answer<'_>| {
+            if let (Some(cluster), Some(ticket)) = (&self.cluster, &ticket) {
+                cluster.record(ticket, answer);
+            }
+        };
         let sent = self
             .agent
             .get(url)
@@ -248,6 +300,7 @@ impl Discord {
             Err(err) => {
                 metrics::global().observe_discord(slot_route(&slot), None);
                 bot.limiter.abandon(slot, self.clock.now());
+                record(Answer::Lost);
                 return transport_failure(&err, "Discord is unreachable");
             }
         };
@@ -291,9 +344,14 @@ impl Discord {
             );
             bot.limiter
                 .rate_limited(slot, &seen, retry_after, global, now);
+            record(Answer::RateLimited {
+                retry_after,
+                global,
+            });
             return Outcome::RateLimited { retry_after };
         }
         bot.limiter.complete(slot, &seen, now);
+        record(Answer::Answered(&seen));
         let body = match body {
             Ok(body) => body,
             Err(err) => return transport_failure(&err, "Discord's answer was cut off"),

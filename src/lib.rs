@@ -7,6 +7,7 @@
 
 pub mod bots;
 pub mod clients;
+pub mod cluster;
 pub mod config;
 pub mod cors;
 pub mod discord;

@@ -10,6 +10,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use discord_bot_backend::bots::BotRegistry;
 use discord_bot_backend::clients::ClientLimiter;
+use discord_bot_backend::cluster::RedisLimiter;
 use discord_bot_backend::config::Config;
 use discord_bot_backend::cors::Cors;
 use discord_bot_backend::discord::Discord;
@@ -103,6 +104,15 @@ fn run(config: &Config) -> Result<(), String> {
         Arc::new(SystemClock),
         Arc::clone(&invalid),
     );
+    let discord = match (&redis, &config.session_key) {
+        (Some(pool), Some(key)) => discord.with_cluster(Arc::new(RedisLimiter::new(
+            Arc::clone(pool),
+            key.clone(),
+            config.global_rate_limit,
+            config.upstream_timeout() + Duration::from_secs(1),
+        ))),
+        _ => discord,
+    };
     let api = Arc::new(Api {
         store: Arc::clone(&store),
         bots: Arc::clone(&bots),

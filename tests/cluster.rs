@@ -7,7 +7,12 @@
 mod redis_server;
 mod support;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 use redis_server::{RedisServer, SESSION_KEY};
 use support::world::*;
@@ -191,4 +196,118 @@ fn redis_url_without_a_session_key_is_a_one_line_error_exit_2() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+}
+
+const CHANNELS: u64 = 12;
+const GLOBAL_LIMIT: u64 = 50;
+const LOAD_TOKEN: &str = "MTA4.cluster-load-bot.Ll_l";
+const LOAD_BOT_ID: &str = "910000000000000077";
+
+fn load_channel(n: u64) -> u64 {
+    710_000_000_000_007_700 + n
+}
+
+/// One bot alone in a guild of 12 channels.
+fn load_world() -> Value {
+    let channels: Vec<Value> = (0..CHANNELS)
+        .map(|n| json!({"id": load_channel(n).to_string(), "name": format!("c{n}"), "message_count": 20}))
+        .collect();
+    json!({
+        "bots": [{"token": LOAD_TOKEN, "id": LOAD_BOT_ID, "username": "LoadBot",
+                  "guilds": ["810000000000000077"]}],
+        "guilds": [{"id": "810000000000000077", "name": "G", "member_count": 3, "channels": channels}]
+    })
+}
+
+#[test]
+fn two_instances_hammering_one_bot_keep_discords_limits_between_them() {
+    let Some(redis) = RedisServer::start_or_skip("cluster::two_instances_hammering_one_bot…")
+    else {
+        return;
+    };
+    let fake = Fake::start_with(
+        &load_world(),
+        &[
+            "--route-limit",
+            "5",
+            "--route-window-ms",
+            "1000",
+            "--global-limit",
+            "50",
+        ],
+    );
+    // All clients share one address: what is measured is the Discord side.
+    let flags = ["--client-rate-limit", "0", "--max-ratelimit-wait", "20000"];
+    let instances = [
+        Arc::new(instance(&fake, &redis, &flags)),
+        Arc::new(instance(&fake, &redis, &flags)),
+    ];
+    let sessions: Vec<String> = instances.iter().map(|s| s.session(LOAD_TOKEN)).collect();
+    // The logins' calls age out of the bot's second before the run.
+    std::thread::sleep(Duration::from_millis(1100));
+    fake.reset();
+
+    const READS: usize = 360;
+    const CLIENTS_PER_INSTANCE: usize = 16;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..2 * CLIENTS_PER_INSTANCE)
+        .map(|client| {
+            let which = client / CLIENTS_PER_INSTANCE;
+            let service = Arc::clone(&instances[which]);
+            let session = sessions[which].clone();
+            let next = Arc::clone(&next);
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= READS {
+                        return statuses;
+                    }
+                    let channel = load_channel(n as u64 % CHANNELS);
+                    let path = format!("/api/messages?channelId={channel}&limit=5");
+                    let reply = service.get(&path, &session);
+                    if reply.status != 200 {
+                        eprintln!("{path}: {} {}", reply.status, reply.text);
+                    }
+                    statuses.push(reply.status);
+                }
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+
+    let mut per_channel: HashMap<String, usize> = HashMap::new();
+    for request in fake.requests() {
+        if request["status"] == 429 {
+            let target = request["target"].as_str().unwrap_or_default();
+            let channel = target.split('/').nth(4).unwrap_or("?").to_string();
+            *per_channel.entry(channel).or_insert(0) += 1;
+        }
+    }
+    let stats = fake.stats();
+    let max_in_a_second = stats["max_in_any_second"][LOAD_BOT_ID]
+        .as_u64()
+        .unwrap_or(0);
+    eprintln!(
+        "2 instances × {CLIENTS_PER_INSTANCE} clients, {READS} reads over {CHANNELS} channels: \
+         {:.3}s, {} upstream 429s, at most {max_in_a_second} requests in any second",
+        elapsed.as_secs_f64(),
+        per_channel.values().sum::<usize>()
+    );
+    assert_eq!(statuses.len(), READS);
+    let not_ok = statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(not_ok, 0, "{not_ok} answers were not 200");
+    assert!(
+        per_channel.values().all(|n| *n <= 1),
+        "429s per channel: {per_channel:?}"
+    );
+    assert!(
+        (1..=GLOBAL_LIMIT).contains(&max_in_a_second),
+        "the bot sent {max_in_a_second} in one second"
+    );
 }
