@@ -124,12 +124,14 @@ pub struct Config {
     /// Redis URL (redis://[:password@]host:port[/db]): sessions and the
     /// cluster's rate limits live there, shared by every instance that
     /// names the same Redis. Requires --session-key. Unset: in memory.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_parser = parse_redis_url)]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true,
+          value_parser = Secret("--redis-url", parse_redis_url))]
     pub redis_url: Option<String>,
 
     /// 64 hex characters (32 bytes, e.g. `openssl rand -hex 32`), the same
     /// on every instance: seals bot tokens and hashes session IDs in Redis.
-    #[arg(long, env = "SESSION_KEY", hide_env_values = true, value_parser = SessionKey::parse)]
+    #[arg(long, env = "SESSION_KEY", hide_env_values = true,
+          value_parser = Secret("--session-key", SessionKey::parse))]
     pub session_key: Option<SessionKey>,
 
     /// Milliseconds a Redis connect or answer may take before the request
@@ -233,6 +235,34 @@ fn parse_origins(value: &str) -> Result<CorsOrigins, String> {
     Ok(CorsOrigins::List(origins))
 }
 
+/// A value parser for options that may hold a secret (a password in a
+/// URL, a key): its error names the option but, unlike clap's own, never
+/// echoes the value.
+#[derive(Clone)]
+struct Secret<T>(&'static str, fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Secret<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let refuse = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{}': {why}\n", self.0),
+            )
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refuse("not valid UTF-8".into()))?;
+        (self.1)(text).map_err(refuse)
+    }
+}
+
 fn parse_redis_url(value: &str) -> Result<String, String> {
     // TLS (rediss://) would need a TLS feature of the redis crate we do not
     // build; a unix socket works with redis+unix:// or unix://.
@@ -325,7 +355,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
         assert!(parse(&["--session-key", "abc"]).is_err());
-        assert!(parse(&["--redis-url", "http://x", "--session-key", KEY]).is_err());
+        let err = parse(&["--redis-url", "http://:hunter2@x", "--session-key", KEY]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("--redis-url"), "{err}");
+        let err = parse(&["--session-key", &KEY[..63]]).unwrap_err();
+        assert!(!err.to_string().contains(&KEY[..20]), "{err}");
         assert_eq!(parse(&[]).unwrap().redis_url, None);
     }
 

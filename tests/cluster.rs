@@ -31,7 +31,9 @@ fn guilds(service: &Service, session: &str) -> u16 {
 
 #[test]
 fn session_made_on_a_works_on_b_and_logout_on_b_ends_it_on_a_at_once() {
-    let Some(redis) = RedisServer::start_or_skip("cluster::session_made_on_a_works_on_b…") else {
+    let Some(redis) = RedisServer::start_or_skip(
+        "cluster::session_made_on_a_works_on_b_and_logout_on_b_ends_it_on_a_at_once",
+    ) else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -52,7 +54,9 @@ fn session_made_on_a_works_on_b_and_logout_on_b_ends_it_on_a_at_once() {
 
 #[test]
 fn a_restarted_instance_still_serves_its_sessions() {
-    let Some(redis) = RedisServer::start_or_skip("cluster::a_restarted_instance…") else {
+    let Some(redis) =
+        RedisServer::start_or_skip("cluster::a_restarted_instance_still_serves_its_sessions")
+    else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -67,7 +71,8 @@ fn a_restarted_instance_still_serves_its_sessions() {
 
 #[test]
 fn max_sessions_holds_across_the_cluster() {
-    let Some(redis) = RedisServer::start_or_skip("cluster::max_sessions_holds…") else {
+    let Some(redis) = RedisServer::start_or_skip("cluster::max_sessions_holds_across_the_cluster")
+    else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -82,7 +87,9 @@ fn max_sessions_holds_across_the_cluster() {
 
 #[test]
 fn idle_sessions_expire_in_redis_and_use_refreshes_them() {
-    let Some(redis) = RedisServer::start_or_skip("cluster::idle_sessions_expire…") else {
+    let Some(redis) =
+        RedisServer::start_or_skip("cluster::idle_sessions_expire_in_redis_and_use_refreshes_them")
+    else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -98,7 +105,9 @@ fn idle_sessions_expire_in_redis_and_use_refreshes_them() {
 
 #[test]
 fn redis_down_answers_503_with_the_reason_at_once_and_recovers_by_itself() {
-    let Some(mut redis) = RedisServer::start_or_skip("cluster::redis_down_answers_503…") else {
+    let Some(mut redis) = RedisServer::start_or_skip(
+        "cluster::redis_down_answers_503_with_the_reason_at_once_and_recovers_by_itself",
+    ) else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -141,7 +150,9 @@ fn redis_down_answers_503_with_the_reason_at_once_and_recovers_by_itself() {
 
 #[test]
 fn redis_holds_no_token_and_no_session_id_in_clear() {
-    let Some(redis) = RedisServer::start_or_skip("cluster::redis_holds_no_token…") else {
+    let Some(redis) =
+        RedisServer::start_or_skip("cluster::redis_holds_no_token_and_no_session_id_in_clear")
+    else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -155,6 +166,11 @@ fn redis_holds_no_token_and_no_session_id_in_clear() {
         .into_iter()
         .chain(sessions.iter().map(String::as_str))
         .collect();
+    for log in [a.logs(), b.logs()] {
+        for secret in &secrets {
+            assert!(!log.contains(secret), "a log names a secret");
+        }
+    }
     for (key, values) in &dump {
         for secret in &secrets {
             // Any 12 characters of a secret is too much to show.
@@ -221,8 +237,9 @@ fn load_world() -> Value {
 
 #[test]
 fn two_instances_hammering_one_bot_keep_discords_limits_between_them() {
-    let Some(redis) = RedisServer::start_or_skip("cluster::two_instances_hammering_one_bot…")
-    else {
+    let Some(redis) = RedisServer::start_or_skip(
+        "cluster::two_instances_hammering_one_bot_keep_discords_limits_between_them",
+    ) else {
         return;
     };
     let fake = Fake::start_with(

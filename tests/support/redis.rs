@@ -49,7 +49,10 @@ impl RedisServer {
     /// not installed.
     pub fn start_or_skip(test: &str) -> Option<RedisServer> {
         if !installed() {
-            eprintln!(
+            // Straight to the stderr handle: libtest captures `eprintln!`
+            // of passing tests, and this line must be seen.
+            let _ = writeln!(
+                std::io::stderr().lock(),
                 "!!!!! SKIPPED {test}: redis-server is not on PATH; install it with \
                  `apt-get install -y redis-server` to run the Redis cluster tests !!!!!"
             );
