@@ -149,6 +149,56 @@ fn redis_down_answers_503_with_the_reason_at_once_and_recovers_by_itself() {
 }
 
 #[test]
+fn a_request_costs_one_redis_round_trip_for_its_session() {
+    let Some(redis) =
+        RedisServer::start_or_skip("cluster::a_request_costs_one_redis_round_trip_for_its_session")
+    else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let a = instance(&fake, &redis, &[]);
+    let session = a.session(TOKEN);
+    // The first use of a script loads it (EVALSHA, NOSCRIPT, EVALSHA).
+    assert_eq!(guilds(&a, &session), 200);
+    let mut monitor = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli ships with redis-server");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let stdout = monitor.stdout.take().unwrap();
+        let lines = std::sync::Arc::clone(&lines);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    const REQUESTS: usize = 5;
+    for _ in 0..REQUESTS {
+        assert_eq!(guilds(&a, &session), 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let _ = reader.join();
+    let session_calls = lines
+        .lock()
+        .unwrap()
+        .iter()
+        // The scripts' own commands show as `[0 lua]` lines: not counted.
+        .filter(|l| l.contains("\"EVAL") && l.contains("\"dbb:session:"))
+        .count();
+    assert_eq!(session_calls, REQUESTS, "session lookups seen by Redis");
+}
+
+#[test]
 fn redis_holds_no_token_and_no_session_id_in_clear() {
     let Some(redis) =
         RedisServer::start_or_skip("cluster::redis_holds_no_token_and_no_session_id_in_clear")
