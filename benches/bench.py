@@ -10,9 +10,12 @@ Scenarios (issue #4):
   B. upstream answers after 50 ms, 256 connections: throughput ratio, p99
   plus idle/peak RSS, RSS with 10,000 sessions of 10,000 bots, start-up time,
   binary size, and the rate-limit scenario of issue #3.
+  A-R. scenario A with sessions and cluster rate limits in Redis (issue #6),
+  against a local redis-server started for it, beside A in memory.
 
 Environment: BENCH_SECONDS (default 10) per wrk run, BENCH_BOTS (default 1000),
-BENCH_SERVICE_FLAGS (extra service flags, e.g. "--workers 512").
+BENCH_SERVICE_FLAGS (extra service flags, e.g. "--workers 512"), BENCH_REDIS=0
+to skip A-R (it is skipped, with a line saying so, without redis-server).
 """
 
 import concurrent.futures
@@ -20,6 +23,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -130,10 +134,43 @@ def upstream_count(up):
     return json.loads(request(up.host, up.port, "GET", "/_stats")[1])["requests"]
 
 
-def scenario(latency_ms, connections, results, name):
+class RedisServer:
+    """redis-server on a free loopback port, no persistence, for scenario A-R."""
+
+    def __init__(self):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.dir = tempfile.mkdtemp(prefix="bench-redis-")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise SystemExit("redis-server did not start")
+
+    def flags(self):
+        return ["--redis-url", f"redis://127.0.0.1:{self.port}",
+                "--session-key", "ab" * 32]
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def scenario(latency_ms, connections, results, name, *flags):
     up = upstream(latency_ms)
     direct = wrk(f"{up.url}/api/v10/channels/{CHANNEL}/messages?limit=50", connections, header="Authorization: Bot x")
-    svc = service(up.url)
+    svc = service(up.url, *flags)
     results.setdefault("idle_rss", svc.status_kib("VmRSS"))
     sessions = login_many(svc, BOTS, f"bench-{name}")
     with tempfile.NamedTemporaryFile("w", delete=False) as f:
@@ -200,6 +237,17 @@ def main():
             raise SystemExit(f"missing {binary}: run `make bench`, which builds it")
     results = {}
     scenario(0, 64, results, "A")
+    if os.environ.get("BENCH_REDIS", "1") == "0":
+        print("scenario A-R skipped: BENCH_REDIS=0", file=sys.stderr)
+    elif not shutil.which("redis-server"):
+        print("scenario A-R SKIPPED: redis-server is not installed (apt-get install -y redis-server)",
+              file=sys.stderr)
+    else:
+        redis = RedisServer()
+        try:
+            scenario(0, 64, results, "A-R", *redis.flags())
+        finally:
+            redis.stop()
     scenario(50, 256, results, "B")
     up = upstream(0)
     results["startup_ms"] = min(startup_ms(up) for _ in range(5))
@@ -216,6 +264,10 @@ def main():
         ("A: 0 ms upstream, 64 conns: throughput ÷ direct", f"{a['ratio']:.3f}",
          f"{a['service']['rate']:.0f} vs {a['direct']['rate']:.0f} req/s direct; p50 {a['service']['p50']:.2f} ms, p99 {a['service']['p99']:.2f} ms", "≥ 0.40"),
         ("A: service CPU per request", f"{a['cpu_us']:.0f} µs", f"{a['upstream_per_request']:.3f} upstream requests per request; non-2xx {a['service']['non2xx']}", "≤ 30 µs"),
+        *([("A-R: A with Redis: throughput ÷ A in memory",
+            f"{results['A-R']['service']['rate'] / a['service']['rate']:.3f}",
+            f"{results['A-R']['service']['rate']:.0f} vs {a['service']['rate']:.0f} req/s; p50 {results['A-R']['service']['p50']:.2f} ms, p99 {results['A-R']['service']['p99']:.2f} ms (in memory p99 {a['service']['p99']:.2f} ms); {results['A-R']['cpu_us']:.0f} µs service CPU per request; non-2xx {results['A-R']['service']['non2xx']}",
+            "")] if "A-R" in results else []),
         ("B: 50 ms upstream, 256 conns: throughput ÷ direct", f"{b['ratio']:.3f}",
          f"{b['service']['rate']:.0f} vs {b['direct']['rate']:.0f} req/s direct; p50 {b['service']['p50']:.1f} ms, p99 {b['service']['p99']:.1f} ms (direct p99 {b['direct']['p99']:.1f} ms)", "≥ 0.98, p99 ≤ 60 ms"),
         ("B: service CPU per request", f"{b['cpu_us']:.0f} µs", f"{b['upstream_per_request']:.3f} upstream requests per request; non-2xx {b['service']['non2xx']}", ""),
