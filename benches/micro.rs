@@ -196,7 +196,7 @@ mod front {
 
     fn handle(bencher: Bencher, request: Request) {
         let api = &*API;
-        bencher.bench(|| api.handle(black_box(&request)).status);
+        bencher.bench(|| api.handle(black_box(&request), None).status);
     }
 
     #[divan::bench]

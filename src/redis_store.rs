@@ -47,9 +47,6 @@ const MAX_IDLE_CONNECTIONS: usize = 512;
 /// A cached bot entry unused this long is dropped (its local limiter state
 /// with it); the next request unseals the token again.
 const BOT_CACHE_IDLE: Duration = Duration::from_secs(600);
-/// How long one lookup's answer may stand in for the next lookup of the
-/// same session; see `RedisStore::handoff`.
-const HANDOFF_TTL: Duration = Duration::from_millis(50);
 
 /// A small pool of blocking Redis connections: each worker takes one for a
 /// call and gives it back, so 256 workers do not queue on one socket.
@@ -210,16 +207,6 @@ pub struct RedisStore {
     key: SessionKey,
     bots: Arc<BotRegistry>,
     cache: Mutex<HashMap<String, Cached>>,
-    /// `routes` looks a session up twice per request: in `admit`, on the
-    /// connection thread (to find the bot's in-flight gate), then in
-    /// `authenticate`, on a worker. Each lookup that went to Redis leaves
-    /// its answer here, and the next lookup of that session within
-    /// `HANDOFF_TTL` takes it (once) instead of a second round trip. A miss
-    /// clears it and a logout removes it, so a session that Redis no longer
-    /// holds is never served from here; an answer at most 50 ms old may
-    /// serve one request that overlaps a logout elsewhere, as an in-flight
-    /// request would.
-    handoff: Mutex<HashMap<String, (Arc<Bot>, Instant)>>,
     max_sessions: u64,
     ttl_ms: u64,
     create: Script,
@@ -241,7 +228,6 @@ impl RedisStore {
             key,
             bots,
             cache: Mutex::new(HashMap::new()),
-            handoff: Mutex::new(HashMap::new()),
             max_sessions,
             ttl_ms: idle_timeout.as_millis().max(1) as u64,
             create: Script::new(CREATE),
@@ -326,11 +312,6 @@ impl SessionStore for RedisStore {
 
     fn get(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError> {
         let hash = self.key.session_hash(id.as_str());
-        if let Some((bot, at)) = self.handoff.lock().remove(&hash) {
-            if at.elapsed() < HANDOFF_TTL {
-                return Ok(Some(bot));
-            }
-        }
         let stored: Option<Stored> = self.pool.run(|c| {
             self.get
                 .key(format!("{SESSION_KEY_PREFIX}{hash}"))
@@ -340,18 +321,11 @@ impl SessionStore for RedisStore {
                 .arg(BOT_KEY_PREFIX)
                 .invoke(c)
         })?;
-        let bot = stored.map(|stored| self.local_bot(stored)).transpose()?;
-        if let Some(bot) = &bot {
-            self.handoff
-                .lock()
-                .insert(hash, (Arc::clone(bot), Instant::now()));
-        }
-        Ok(bot)
+        stored.map(|stored| self.local_bot(stored)).transpose()
     }
 
     fn remove(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError> {
         let hash = self.key.session_hash(id.as_str());
-        self.handoff.lock().remove(&hash);
         let stored: Option<Stored> = self.pool.run(|c| {
             self.remove
                 .key(format!("{SESSION_KEY_PREFIX}{hash}"))
@@ -366,9 +340,6 @@ impl SessionStore for RedisStore {
     fn remove_bot(&self, bot: &Arc<Bot>) -> Result<Vec<String>, StoreError> {
         let bot_hash = self.bot_hash(bot);
         self.cache.lock().remove(&bot_hash);
-        self.handoff
-            .lock()
-            .retain(|_, (cached, _)| !Arc::ptr_eq(cached, bot));
         self.pool.run(|c| {
             self.remove_bot
                 .key(format!("{BOT_KEY_PREFIX}{bot_hash}"))
@@ -384,9 +355,6 @@ impl SessionStore for RedisStore {
         self.cache
             .lock()
             .retain(|_, cached| cached.used.elapsed() < BOT_CACHE_IDLE);
-        self.handoff
-            .lock()
-            .retain(|_, (_, at)| at.elapsed() < HANDOFF_TTL);
         Vec::new()
     }
 

@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::guard::{InvalidRequests, LoginThrottle};
 use crate::metrics;
 use crate::query::{Query, printable};
-use crate::ratelimit::InFlightGate;
+use crate::ratelimit::{GatePass, InFlightGate};
 use crate::server::{Handler, Request, Response, Ticket};
 use crate::sessions::{SessionId, SessionStore};
 use crate::snowflake::Snowflake;
@@ -155,10 +155,20 @@ impl Context {
     }
 }
 
+/// The live session `admit` found, and the bot's in-flight place when the
+/// request will call Discord: handed to `handle`, so the session is looked
+/// up once per request (one Redis round trip with a shared store).
+struct Admitted {
+    session: SessionId,
+    bot: Arc<Bot>,
+    _place: Option<GatePass>,
+}
+
 impl Handler for Api {
-    fn handle(&self, request: &Request) -> Response {
+    fn handle(&self, request: &Request, ticket: Option<&Ticket>) -> Response {
+        let admitted = ticket.and_then(|t| t.downcast_ref::<Admitted>());
         let mut context = Context::new(Some(request));
-        let response = match self.dispatch(request, &mut context) {
+        let response = match self.dispatch(request, admitted, &mut context) {
             Ok(response) => response,
             Err(error) => error.to_response(),
         };
@@ -201,11 +211,19 @@ impl Handler for Api {
             Ok(Endpoint::Guilds | Endpoint::Members | Endpoint::Channels | Endpoint::Messages)
         );
         if !calls_discord {
-            return Ok(None);
+            return Ok(Some(Box::new(Admitted {
+                session,
+                bot,
+                _place: None,
+            })));
         }
-        let owner: Arc<dyn AsRef<InFlightGate> + Send + Sync> = bot;
+        let owner: Arc<dyn AsRef<InFlightGate> + Send + Sync> = Arc::clone(&bot) as _;
         match InFlightGate::enter(owner, request.received + self.max_wait) {
-            Some(pass) => Ok(Some(Box::new(pass))),
+            Some(place) => Ok(Some(Box::new(Admitted {
+                session,
+                bot,
+                _place: Some(place),
+            }))),
             None => Err(self.refuse(
                 Some(request),
                 ApiError::RateLimited {
@@ -218,7 +236,12 @@ impl Handler for Api {
 }
 
 impl Api {
-    fn dispatch(&self, request: &Request, context: &mut Context) -> Result<Response, ApiError> {
+    fn dispatch(
+        &self,
+        request: &Request,
+        admitted: Option<&Admitted>,
+        context: &mut Context,
+    ) -> Result<Response, ApiError> {
         let path = request.path();
         if request.method == "OPTIONS" && path.starts_with("/api/") {
             return Ok(self.cors.preflight());
@@ -237,7 +260,10 @@ impl Api {
         if endpoint == Endpoint::Login {
             return self.login(request, context);
         }
-        let (session, bot) = self.authenticate(request)?;
+        let (session, bot) = match admitted {
+            Some(a) => self.check_bot(a.session.clone(), Arc::clone(&a.bot))?,
+            None => self.authenticate(request)?,
+        };
         context.session_prefix = Some(session.prefix().to_string());
         let query = Query::parse(request.query())?;
         let call = Call {
@@ -346,6 +372,15 @@ impl Api {
         let bot = self.store.get(&session)?.ok_or(ApiError::Unauthorized(
             "unknown or expired session; log in again",
         ))?;
+        self.check_bot(session, bot)
+    }
+
+    /// A session whose bot's token Discord rejected ends here.
+    fn check_bot(
+        &self,
+        session: SessionId,
+        bot: Arc<Bot>,
+    ) -> Result<(SessionId, Arc<Bot>), ApiError> {
         if bot.is_rejected() {
             self.end_bot(&bot);
             return Err(ApiError::TokenRejected);

@@ -145,14 +145,16 @@ impl Response {
 }
 
 /// Held while a request is worked on; dropped once its answer is ready.
-pub type Ticket = Box<dyn Send>;
+/// What `admit` learned about a request, handed to `handle` (the handler
+/// downcasts it to its own type).
+pub type Ticket = Box<dyn std::any::Any + Send>;
 
 /// What the front calls, all on the connection's thread. `handle` runs
 /// holding one of the `workers` permits; `refuse` answers requests the front
 /// turns away itself (too large, malformed, overloaded). `request` is `None`
 /// when the head was unreadable.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, request: &Request) -> Response;
+    fn handle(&self, request: &Request, ticket: Option<&Ticket>) -> Response;
     fn refuse(&self, request: Option<&Request>, error: ApiError) -> Response;
     /// Runs before the request waits for a permit, and may block for a
     /// bounded time: a place to make a flood wait without holding permits
@@ -382,7 +384,7 @@ impl<'a> Connection<'a> {
             self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
             let response = match self.shared.handler.admit(&head.request) {
                 Ok(ticket) => {
-                    let response = self.dispatch(head.request);
+                    let response = self.dispatch(head.request, ticket.as_ref());
                     drop(ticket);
                     response
                 }
@@ -407,15 +409,16 @@ impl<'a> Connection<'a> {
 
     /// Runs the handler under a permit; a panic in it is answered 500 and
     /// this connection lives on (the panic hook has logged where).
-    fn dispatch(&self, request: Request) -> Response {
+    fn dispatch(&self, request: Request, ticket: Option<&Ticket>) -> Response {
         let _permit = self.shared.permits.acquire();
-        catch_unwind(AssertUnwindSafe(|| self.shared.handler.handle(&request))).unwrap_or_else(
-            |_| {
-                self.shared
-                    .handler
-                    .refuse(Some(&request), ApiError::Internal)
-            },
-        )
+        catch_unwind(AssertUnwindSafe(|| {
+            self.shared.handler.handle(&request, ticket)
+        }))
+        .unwrap_or_else(|_| {
+            self.shared
+                .handler
+                .refuse(Some(&request), ApiError::Internal)
+        })
     }
 
     /// Reads one request (head, then body) into `buf`, with `client_timeout`
@@ -727,7 +730,7 @@ mod tests {
     struct Panicky;
 
     impl Handler for Panicky {
-        fn handle(&self, request: &Request) -> Response {
+        fn handle(&self, request: &Request, _: Option<&Ticket>) -> Response {
             if request.path() == "/panic" {
                 panic!("handler bug");
             }
