@@ -38,6 +38,7 @@ use std::time::Duration;
 use redis::Script;
 
 use crate::bots::Bot;
+use crate::guard::SharedCount;
 use crate::ratelimit::{Observed, RouteKey};
 use crate::redis_store::RedisPool;
 use crate::seal::SessionKey;
@@ -185,6 +186,63 @@ impl RedisLimiter {
             admit: Script::new(ADMIT),
             record: Script::new(RECORD),
         }
+    }
+}
+
+/// The invalid-request count of one `--outbound-ip-group`, in Redis: a
+/// counter per 10-second slot of Redis's clock, each expiring after the
+/// window, summed over the last 10 minutes. Instances that leave through
+/// one IP share it, because Discord bans the IP, not the instance.
+pub struct RedisInvalidCount {
+    pool: Arc<RedisPool>,
+    prefix: String,
+    add: Script,
+    count: Script,
+}
+
+const INVALID_ADD: &str = r"
+local t = redis.call('TIME')
+local key = KEYS[1] .. ':' .. math.floor(tonumber(t[1]) / 10)
+redis.call('INCR', key)
+redis.call('EXPIRE', key, 660)
+return 1
+";
+
+const INVALID_COUNT: &str = r"
+local t = redis.call('TIME')
+local now = math.floor(tonumber(t[1]) / 10)
+local total = 0
+for slot = now - 59, now do
+  total = total + (tonumber(redis.call('GET', KEYS[1] .. ':' .. slot)) or 0)
+end
+return total
+";
+
+impl RedisInvalidCount {
+    pub fn new(pool: Arc<RedisPool>, group: &str) -> RedisInvalidCount {
+        RedisInvalidCount {
+            pool,
+            prefix: format!("dbb:invalid:{group}"),
+            add: Script::new(INVALID_ADD),
+            count: Script::new(INVALID_COUNT),
+        }
+    }
+}
+
+impl SharedCount for RedisInvalidCount {
+    fn add(&self) {
+        let added = self
+            .pool
+            .run(|c| self.add.key(&self.prefix).invoke::<i64>(c));
+        if let Err(e) = added {
+            log::warn!("cannot add to the shared invalid-request count: {e:?}");
+        }
+    }
+
+    fn count(&self) -> Option<u64> {
+        self.pool
+            .run(|c| self.count.key(&self.prefix).invoke::<u64>(c))
+            .ok()
     }
 }
 

@@ -139,6 +139,13 @@ pub struct Config {
     #[arg(long = "redis-timeout", env = "REDIS_TIMEOUT_MS", default_value_t = 1500,
           value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub redis_timeout_ms: u64,
+
+    /// With --redis-url: instances with the same value share one count of
+    /// invalid Discord requests, as Discord counts them per outbound IP.
+    /// Give each instance that leaves through its own IP its own value.
+    #[arg(long, env = "OUTBOUND_IP_GROUP", default_value = "default",
+          value_parser = parse_group)]
+    pub outbound_ip_group: String,
 }
 
 impl Config {
@@ -260,6 +267,19 @@ impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Secre
             .to_str()
             .ok_or_else(|| refuse("not valid UTF-8".into()))?;
         (self.1)(text).map_err(refuse)
+    }
+}
+
+fn parse_group(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err("expected 1 to 64 letters, digits, '-', '_' or '.'".into())
     }
 }
 

@@ -4,8 +4,10 @@
 //! Discord bans an IP for a while after 10,000 invalid requests (401, 403,
 //! and 429 other than `shared` scope) in 10 minutes (`topics/rate-limits`,
 //! "Invalid Request Limit"). Every bot this process serves shares one IP, so
-//! the count is process-wide. Past a safety threshold we refuse the requests
-//! most likely to be invalid: logins with tokens we have not seen work.
+//! the count is process-wide, and with Redis it is shared by every instance
+//! of the same `--outbound-ip-group` (`SharedCount`). Past a safety
+//! threshold we refuse the requests most likely to be invalid: logins with
+//! tokens we have not seen work.
 //!
 //! Architecture invariants: counters are per 10-second slot in a fixed ring,
 //! so memory is constant however many requests fail; the per-IP login map is
@@ -29,6 +31,16 @@ const SLOTS: usize = (INVALID_WINDOW.as_secs() / SLOT.as_secs()) as usize;
 /// A warning is logged each time the count crosses a multiple of this.
 const WARN_EVERY: u64 = 1000;
 
+/// An invalid-request count kept outside this process, for instances that
+/// leave through one IP (Discord bans the IP, whoever sent the requests).
+pub trait SharedCount: Send + Sync {
+    /// Adds one invalid request, now.
+    fn add(&self);
+    /// Invalid requests in the last 10 minutes, across the group; `None`
+    /// when the shared store cannot answer.
+    fn count(&self) -> Option<u64>;
+}
+
 /// Process-wide sliding count of Discord answers that count as invalid.
 pub struct InvalidRequests {
     epoch: Instant,
@@ -36,6 +48,7 @@ pub struct InvalidRequests {
     /// (slot number, count) per ring position.
     slots: Mutex<[(u64, u64); SLOTS]>,
     last_warned: AtomicU64,
+    shared: Option<Box<dyn SharedCount>>,
 }
 
 impl InvalidRequests {
@@ -45,7 +58,14 @@ impl InvalidRequests {
             threshold,
             slots: Mutex::new([(u64::MAX, 0); SLOTS]),
             last_warned: AtomicU64::new(0),
+            shared: None,
         }
+    }
+
+    /// Counts with the other instances of the group, too.
+    pub fn with_shared(mut self, shared: Box<dyn SharedCount>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     fn slot_number(&self, now: Instant) -> u64 {
@@ -67,6 +87,9 @@ impl InvalidRequests {
             }
             slot.1 += 1;
         }
+        if let Some(shared) = &self.shared {
+            shared.add();
+        }
         let total = self.count(now);
         let step = total / WARN_EVERY;
         if step > 0 && self.last_warned.fetch_max(step, Ordering::SeqCst) < step {
@@ -78,16 +101,20 @@ impl InvalidRequests {
         }
     }
 
-    /// Invalid requests in the last 10 minutes.
+    /// Invalid requests in the last 10 minutes: the group's count when it
+    /// is shared, and never less than this instance's own.
     pub fn count(&self, now: Instant) -> u64 {
         let current = self.slot_number(now);
         let oldest = current.saturating_sub(SLOTS as u64 - 1);
-        let slots = self.slots.lock();
-        slots
+        let own = self
+            .slots
+            .lock()
             .iter()
             .filter(|(n, _)| *n != u64::MAX && *n >= oldest && *n <= current)
             .map(|(_, c)| c)
-            .sum()
+            .sum();
+        let shared = self.shared.as_ref().and_then(|s| s.count());
+        shared.map_or(own, |shared| shared.max(own))
     }
 
     /// True when requests likely to be invalid should not be sent.
@@ -177,6 +204,26 @@ mod tests {
         assert!(guard.over_threshold(t0 + Duration::from_secs(300)));
         assert!(!guard.over_threshold(t0 + INVALID_WINDOW + SLOT));
         assert_eq!(guard.count(t0 + INVALID_WINDOW + SLOT), 0);
+    }
+
+    struct Fixed(u64);
+
+    impl SharedCount for Fixed {
+        fn add(&self) {}
+        fn count(&self) -> Option<u64> {
+            Some(self.0)
+        }
+    }
+
+    #[test]
+    fn a_shared_count_is_the_groups_and_never_below_our_own() {
+        let now = Instant::now();
+        let guard = InvalidRequests::new(5).with_shared(Box::new(Fixed(7)));
+        assert_eq!(guard.count(now), 7);
+        assert!(guard.over_threshold(now));
+        let guard = InvalidRequests::new(5).with_shared(Box::new(Fixed(0)));
+        guard.record(now);
+        assert_eq!(guard.count(now), 1);
     }
 
     #[test]

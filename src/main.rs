@@ -10,7 +10,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use discord_bot_backend::bots::BotRegistry;
 use discord_bot_backend::clients::ClientLimiter;
-use discord_bot_backend::cluster::RedisLimiter;
+use discord_bot_backend::cluster::{RedisInvalidCount, RedisLimiter};
 use discord_bot_backend::config::Config;
 use discord_bot_backend::cors::Cors;
 use discord_bot_backend::discord::Discord;
@@ -96,7 +96,14 @@ fn run(config: &Config) -> Result<(), String> {
             config.session_idle_timeout(),
         )),
     };
-    let invalid = Arc::new(InvalidRequests::new(config.invalid_request_threshold));
+    let invalid = InvalidRequests::new(config.invalid_request_threshold);
+    let invalid = Arc::new(match &redis {
+        Some(pool) => invalid.with_shared(Box::new(RedisInvalidCount::new(
+            Arc::clone(pool),
+            &config.outbound_ip_group,
+        ))),
+        None => invalid,
+    });
     let discord = Discord::new(
         &config.discord_api,
         config.upstream_timeout(),

@@ -378,3 +378,35 @@ fn two_instances_hammering_one_bot_keep_discords_limits_between_them() {
         "the bot sent {max_in_a_second} in one second"
     );
 }
+
+#[test]
+fn invalid_requests_are_counted_for_the_whole_outbound_ip_group() {
+    let Some(redis) = RedisServer::start_or_skip(
+        "cluster::invalid_requests_are_counted_for_the_whole_outbound_ip_group",
+    ) else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let threshold = ["--invalid-request-threshold", "2"];
+    let a = instance(&fake, &redis, &threshold);
+    let b = instance(&fake, &redis, &threshold);
+    let elsewhere = instance(
+        &fake,
+        &redis,
+        &[&threshold[..], &["--outbound-ip-group", "second-ip"]].concat(),
+    );
+    assert_eq!(a.login("MTA5.wrong-one.Qq_q").status, 401);
+    assert_eq!(a.login("MTA5.wrong-two.Qq_q").status, 401);
+    let refused = b.login(MULTI_TOKEN);
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert!(
+        refused.error().contains("invalid requests"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(
+        elsewhere.login(MULTI_TOKEN).status,
+        200,
+        "an instance with its own outbound IP keeps its own count"
+    );
+}

@@ -57,6 +57,10 @@ fn help_lists_every_option_with_its_environment_variable() {
         ("--client-burst", "CLIENT_BURST"),
         ("--trusted-proxies", "TRUSTED_PROXIES"),
         ("--log-format", "LOG_FORMAT"),
+        ("--redis-url", "REDIS_URL"),
+        ("--session-key", "SESSION_KEY"),
+        ("--redis-timeout", "REDIS_TIMEOUT_MS"),
+        ("--outbound-ip-group", "OUTBOUND_IP_GROUP"),
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
         assert!(
