@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use redis_server::{RedisServer, SESSION_KEY};
 use support::world::*;
-use support::{Fake, Service};
+use support::{DISCORD_LIMITS, Fake, Service};
 
 fn instance(fake: &Fake, redis: &RedisServer, extra: &[&str]) -> Service {
     let flags = redis.flags();
@@ -292,17 +292,7 @@ fn two_instances_hammering_one_bot_keep_discords_limits_between_them() {
     ) else {
         return;
     };
-    let fake = Fake::start_with(
-        &load_world(),
-        &[
-            "--route-limit",
-            "5",
-            "--route-window-ms",
-            "1000",
-            "--global-limit",
-            "50",
-        ],
-    );
+    let fake = Fake::start_with(&load_world(), DISCORD_LIMITS);
     // All clients share one address: what is measured is the Discord side.
     let flags = ["--client-rate-limit", "0", "--max-ratelimit-wait", "20000"];
     let instances = [

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::world::*;
-use support::{Fake, Service};
+use support::{DISCORD_LIMITS, Fake, Service};
 
 const CHANNELS: u64 = 12;
 const ROUTE_LIMIT: u64 = 5;
@@ -136,17 +136,7 @@ fn settle(fake: &Fake) {
 }
 
 fn start(bots: u64, flags: &[&str]) -> (Fake, Arc<Service>) {
-    let fake = Fake::start_with(
-        &load_world(bots),
-        &[
-            "--route-limit",
-            "5",
-            "--route-window-ms",
-            "1000",
-            "--global-limit",
-            "50",
-        ],
-    );
+    let fake = Fake::start_with(&load_world(bots), DISCORD_LIMITS);
     // The clients here are one address sending far past the default
     // --client-rate-limit on purpose: what is measured is the Discord side.
     let flags = [&["--client-rate-limit", "0"], flags].concat();

@@ -82,6 +82,17 @@ fn fake_binary() -> PathBuf {
     path
 }
 
+/// The fake's flags for Discord's real limits: 5 per second per channel
+/// route, 50 per second per bot.
+pub const DISCORD_LIMITS: &[&str] = &[
+    "--route-limit",
+    "5",
+    "--route-window-ms",
+    "1000",
+    "--global-limit",
+    "50",
+];
+
 pub struct Fake {
     child: Child,
     pub addr: String,
