@@ -180,10 +180,10 @@ impl BotRegistry {
     /// rejected is replaced, so a fresh login gets one fresh attempt.
     pub fn get_or_create(&self, token: Token) -> Arc<Bot> {
         let mut bots = self.bots.lock();
-        if let Some(bot) = bots.get(&token.0).and_then(Weak::upgrade) {
-            if !bot.is_rejected() {
-                return bot;
-            }
+        if let Some(bot) = bots.get(&token.0).and_then(Weak::upgrade)
+            && !bot.is_rejected()
+        {
+            return bot;
         }
         let key = token.0.clone();
         let bot = Arc::new(Bot {

@@ -204,10 +204,10 @@ impl ClientLimiter {
     /// even under a flood of new addresses.
     fn evict(&self, buckets: &mut HashMap<ClientKey, Bucket>, now: Instant) {
         buckets.retain(|_, b| !self.is_full(b, now));
-        if buckets.len() >= MAX_PER_SHARD {
-            if let Some(victim) = buckets.keys().next().copied() {
-                buckets.remove(&victim);
-            }
+        if buckets.len() >= MAX_PER_SHARD
+            && let Some(victim) = buckets.keys().next().copied()
+        {
+            buckets.remove(&victim);
         }
     }
 

@@ -460,10 +460,10 @@ impl ureq::unversioned::resolver::Resolver for CachingResolver {
             uri.scheme_str().unwrap_or(""),
             uri.authority().map_or("", |a| a.as_str())
         );
-        if let Some((at, addrs)) = self.cache.lock().get(&key) {
-            if at.elapsed() < RESOLVE_TTL {
-                return Ok(addrs.clone());
-            }
+        if let Some((at, addrs)) = self.cache.lock().get(&key)
+            && at.elapsed() < RESOLVE_TTL
+        {
+            return Ok(addrs.clone());
         }
         let addrs = self.inner.resolve(uri, config, timeout)?;
         self.cache
