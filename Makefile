@@ -1,5 +1,5 @@
 # One entry point per task a newcomer needs. `make help` lists them.
-.PHONY: help build run test lint demo release static bench clean
+.PHONY: help build run test lint demo release static bench fuzz-api clean
 
 CARGO ?= cargo
 
@@ -12,6 +12,7 @@ help:
 	@echo "make static   a fully static musl binary"
 	@echo "make bench    the benchmark table of benches/RESULTS.md, measured on this machine"
 	@echo "make bench-micro  micro-benchmarks of the hot paths (divan); also run by make bench"
+	@echo "make fuzz-api schemathesis against the API, driven by its own OpenAPI document (FUZZ_MAX_EXAMPLES=n)"
 
 build:
 	$(CARGO) build --workspace
@@ -55,6 +56,11 @@ bench:
 .PHONY: bench-micro
 bench-micro:
 	$(CARGO) bench --bench micro
+
+# schemathesis (pinned, in target/fuzz-venv) against the release binaries and
+# the fake Discord; fails on any 5xx or any answer the document does not allow.
+fuzz-api:
+	CARGO=$(CARGO) bash scripts/fuzz-api.sh
 
 clean:
 	$(CARGO) clean
