@@ -59,6 +59,8 @@ fn login_refuses_every_malformed_body_with_400() {
         (r#"{"token": "abc\tdef"}"#, "token with a tab"),
         (r#"{"token": "abc\u0000def"}"#, "token with a NUL"),
         (r#"{"token": "abc\ndef"}"#, "token with a newline"),
+        (r#"{"token": "é"}"#, "token with a non-ASCII letter"),
+        (r#"{"token": "Bot 😀"}"#, "token with an emoji"),
         ("[1,2]", "body not an object"),
     ];
     for (body, what) in cases {
