@@ -333,15 +333,15 @@ fn violations(doc: &Value, schema: &Value, value: &Value, at: &str) -> Vec<Strin
     {
         out.push(format!("{at}: {value} is not {}", schema["const"]));
     }
-    if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), value.as_f64()) {
-        if n < min {
-            out.push(format!("{at}: {n} is below {min}"));
-        }
+    if let (Some(min), Some(n)) = (schema["minimum"].as_f64(), value.as_f64())
+        && n < min
+    {
+        out.push(format!("{at}: {n} is below {min}"));
     }
-    if let (Some(min), Some(text)) = (schema["minLength"].as_u64(), value.as_str()) {
-        if (text.chars().count() as u64) < min {
-            out.push(format!("{at}: {text:?} is shorter than {min}"));
-        }
+    if let (Some(min), Some(text)) = (schema["minLength"].as_u64(), value.as_str())
+        && (text.chars().count() as u64) < min
+    {
+        out.push(format!("{at}: {text:?} is shorter than {min}"));
     }
     if let Some(options) = schema["oneOf"].as_array() {
         let matching = options
