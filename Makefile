@@ -21,7 +21,13 @@ run:
 	$(CARGO) run --release --bin discord-bot-backend
 
 # --workspace builds fake-discord too: the contract tests start it.
+# tests/cluster.rs runs against a real redis-server: installed here when
+# this is root with apt-get; otherwise those tests say loudly they skip.
 test:
+	@command -v redis-server >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && apt-get install -y -qq redis-server; } || \
+	  echo "!!!!! redis-server is missing and cannot be installed here: the Redis tests will be SKIPPED (apt-get install redis-server) !!!!!"
 	$(CARGO) test --workspace
 
 lint:
