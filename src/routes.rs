@@ -24,7 +24,7 @@ use crate::metrics;
 use crate::query::{Query, printable};
 use crate::ratelimit::{GatePass, InFlightGate};
 use crate::server::{Handler, Request, Response, Ticket};
-use crate::sessions::{SessionId, SessionStore};
+use crate::sessions::{SessionId, SessionStore, StoreError};
 use crate::snowflake::Snowflake;
 
 /// API.md: members `limit` 1 to 10000, default 1000.
@@ -155,13 +155,26 @@ impl Context {
     }
 }
 
-/// The live session `admit` found, and the bot's in-flight place when the
-/// request will call Discord: handed to `handle`, so the session is looked
-/// up once per request (one Redis round trip with a shared store).
-struct Admitted {
-    session: SessionId,
-    bot: Arc<Bot>,
-    _place: Option<GatePass>,
+/// A session `admit` found is trusted by the handler only this soon after:
+/// one found before a wait (for the bot's in-flight place, or a permit) is
+/// looked up again, so a logout during the wait takes effect.
+const ADMITTED_FRESH: Duration = Duration::from_millis(20);
+
+/// What `admit` learned about the request's session, handed to `handle`, so
+/// the session is looked up once per request (one Redis round trip with a
+/// shared store).
+enum Admitted {
+    /// The live session and its bot, when they were found, and the bot's
+    /// in-flight place when the request will call Discord.
+    Session {
+        session: SessionId,
+        bot: Arc<Bot>,
+        found: Instant,
+        _place: Option<GatePass>,
+    },
+    /// The store could not answer: the handler says 503 at once instead of
+    /// waiting on it a second time.
+    StoreDown(StoreError),
 }
 
 impl Handler for Api {
@@ -196,13 +209,16 @@ impl Handler for Api {
         let now = Instant::now();
         let ip = self.client_ip(request);
         self.within_client_limit(request, ClientKey::Ip(ip), "ip", now)?;
-        let bot = request
+        let Some(session) = request
             .header("authorization")
             .and_then(|header| SessionId::parse(presented_session(header)))
-            // A store error is answered by `authenticate`, on a worker.
-            .and_then(|session| Some((session.clone(), self.store.get(&session).ok()??)));
-        let Some((session, bot)) = bot else {
+        else {
             return Ok(None);
+        };
+        let bot = match self.store.get(&session) {
+            Ok(Some(bot)) => bot,
+            Ok(None) => return Ok(None),
+            Err(down) => return Ok(Some(Box::new(Admitted::StoreDown(down)))),
         };
         let key = self.clients.session_key(session.as_str());
         self.within_client_limit(request, key, "session", now)?;
@@ -211,17 +227,19 @@ impl Handler for Api {
             Ok(Endpoint::Guilds | Endpoint::Members | Endpoint::Channels | Endpoint::Messages)
         );
         if !calls_discord {
-            return Ok(Some(Box::new(Admitted {
+            return Ok(Some(Box::new(Admitted::Session {
                 session,
                 bot,
+                found: Instant::now(),
                 _place: None,
             })));
         }
         let owner: Arc<dyn AsRef<InFlightGate> + Send + Sync> = Arc::clone(&bot) as _;
         match InFlightGate::enter(owner, request.received + self.max_wait) {
-            Some(place) => Ok(Some(Box::new(Admitted {
+            Some(place) => Ok(Some(Box::new(Admitted::Session {
                 session,
                 bot,
+                found: now,
                 _place: Some(place),
             }))),
             None => Err(self.refuse(
@@ -261,8 +279,16 @@ impl Api {
             return self.login(request, context);
         }
         let (session, bot) = match admitted {
-            Some(a) => self.check_bot(a.session.clone(), Arc::clone(&a.bot))?,
-            None => self.authenticate(request)?,
+            Some(Admitted::Session {
+                session,
+                bot,
+                found,
+                ..
+            }) if found.elapsed() < ADMITTED_FRESH => {
+                self.check_bot(session.clone(), Arc::clone(bot))?
+            }
+            Some(Admitted::StoreDown(down)) => return Err(down.clone().into()),
+            _ => self.authenticate(request)?,
         };
         context.session_prefix = Some(session.prefix().to_string());
         let query = Query::parse(request.query())?;
@@ -330,10 +356,17 @@ impl Api {
         )
     }
 
-    /// The client's address, through `--trusted-proxies` only.
+    /// The client's address, through `--trusted-proxies` only. Every
+    /// `X-Forwarded-For` line counts, in order: a proxy that adds its own
+    /// line instead of appending to the client's must not leave us reading
+    /// the client's.
     fn client_ip(&self, request: &Request) -> std::net::IpAddr {
-        self.proxies
-            .client_ip(request.peer.ip(), request.header("x-forwarded-for"))
+        let chain = request
+            .header_values("x-forwarded-for")
+            .collect::<Vec<_>>()
+            .join(",");
+        let chain = (!chain.is_empty()).then_some(chain.as_str());
+        self.proxies.client_ip(request.peer.ip(), chain)
     }
 
     fn within_client_limit(

@@ -152,3 +152,25 @@ fn zero_turns_the_client_limit_off() {
         assert_eq!(service.get("/api/guilds", "x").status, 401);
     }
 }
+
+#[test]
+fn every_forwarded_for_line_counts_so_a_client_line_cannot_hide_the_proxys() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &[SLOW, &["--trusted-proxies", "127.0.0.1"]].concat());
+    let with_two_lines = |spoofed: &str| {
+        service.request(
+            "GET",
+            "/api/guilds",
+            &[
+                ("Authorization", "x"),
+                ("X-Forwarded-For", spoofed),
+                ("X-Forwarded-For", "203.0.113.7"),
+            ],
+            None,
+        )
+    };
+    for n in 0..3 {
+        assert_eq!(with_two_lines(&format!("10.0.0.{n}")).status, 401);
+    }
+    assert_limited(&with_two_lines("10.0.0.99"));
+}

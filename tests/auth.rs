@@ -226,3 +226,27 @@ fn session_events_are_logged_with_bot_id_and_name() {
         "session {prefix} logged out for bot {BOT_ID} (TestBot)"
     )));
 }
+
+#[test]
+fn logout_also_ends_a_request_still_waiting_for_its_turn() {
+    // --workers 2: one request of a bot in progress at a time.
+    let (fake, service) = setup(&["--workers", "2"]);
+    let session = service.session(TOKEN);
+    fake.fault(serde_json::json!({"kind": "latency", "count": 1, "ms": 1500}));
+    std::thread::scope(|scope| {
+        let slow = scope.spawn(|| service.get("/api/guilds", &session).status);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let waiting = scope.spawn(|| service.get("/api/guilds", &session));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let out = service.request(
+            "POST",
+            "/api/auth/logout",
+            &[("Authorization", &session)],
+            None,
+        );
+        assert_eq!(out.status, 200, "{}", out.text);
+        assert_eq!(slow.join().unwrap(), 200, "already with Discord");
+        let waited = waiting.join().unwrap();
+        assert_eq!(waited.status, 401, "{}", waited.text);
+    });
+}
