@@ -79,8 +79,8 @@ enum Mode {
 
 /// How a request admitted by the cluster ended.
 pub enum Answer<'a> {
-    /// Discord answered (not 429), with these headers.
-    Answered(&'a Observed),
+    /// Discord answered (not 429), with these headers; `success` for a 2xx.
+    Answered { seen: &'a Observed, success: bool },
     /// A 429: for the route (`global` false) or the whole bot.
     RateLimited { retry_after: Duration, global: bool },
     /// No answer (timeout, dropped connection).
@@ -196,21 +196,19 @@ impl RedisLimiter {
 pub struct RedisInvalidCount {
     pool: Arc<RedisPool>,
     prefix: String,
-    add: Script,
     count: Script,
 }
 
-const INVALID_ADD: &str = r"
-local t = redis.call('TIME')
-local key = KEYS[1] .. ':' .. math.floor(tonumber(t[1]) / 10)
-redis.call('INCR', key)
-redis.call('EXPIRE', key, 660)
-return 1
-";
-
+/// Sums the group's last 60 slots; with ARGV[1] = "add", first adds one to
+/// the current slot.
 const INVALID_COUNT: &str = r"
 local t = redis.call('TIME')
 local now = math.floor(tonumber(t[1]) / 10)
+if ARGV[1] == 'add' then
+  local key = KEYS[1] .. ':' .. now
+  redis.call('INCR', key)
+  redis.call('EXPIRE', key, 660)
+end
 local total = 0
 for slot = now - 59, now do
   total = total + (tonumber(redis.call('GET', KEYS[1] .. ':' .. slot)) or 0)
@@ -223,25 +221,22 @@ impl RedisInvalidCount {
         RedisInvalidCount {
             pool,
             prefix: format!("dbb:invalid:{group}"),
-            add: Script::new(INVALID_ADD),
             count: Script::new(INVALID_COUNT),
         }
     }
 }
 
 impl SharedCount for RedisInvalidCount {
-    fn add(&self) {
-        let added = self
-            .pool
-            .run(|c| self.add.key(&self.prefix).invoke::<i64>(c));
-        if let Err(e) = added {
-            log::warn!("cannot add to the shared invalid-request count: {e:?}");
-        }
+    fn add(&self) -> Option<u64> {
+        self.pool
+            .run(|c| self.count.key(&self.prefix).arg("add").invoke::<u64>(c))
+            .inspect_err(|e| log::warn!("cannot add to the shared invalid-request count: {e:?}"))
+            .ok()
     }
 
     fn count(&self) -> Option<u64> {
         self.pool
-            .run(|c| self.count.key(&self.prefix).invoke::<u64>(c))
+            .run(|c| self.count.key(&self.prefix).arg("read").invoke::<u64>(c))
             .ok()
     }
 }
@@ -290,7 +285,7 @@ impl ClusterLimiter for RedisLimiter {
             Answer::Lost => ("release", 0, Duration::ZERO),
             Answer::RateLimited { global: true, .. } => ("release", 0, Duration::ZERO),
             Answer::RateLimited { retry_after, .. } => ("limited", 0, retry_after),
-            Answer::Answered(seen) => match (seen.remaining, seen.reset_after) {
+            Answer::Answered { seen, success } => match (seen.remaining, seen.reset_after) {
                 (Some(remaining), Some(reset_after)) => {
                     let teaches = probe
                         || ticket.mode == Mode::Unlimited
@@ -300,7 +295,10 @@ impl ClusterLimiter for RedisLimiter {
                     }
                     ("headers", remaining, reset_after)
                 }
-                _ if probe => ("none", 0, Duration::ZERO),
+                // Only a success without headers means "no limit": an error
+                // page (a Cloudflare 5xx) says nothing about the route.
+                _ if probe && success => ("none", 0, Duration::ZERO),
+                _ if probe => ("release", 0, Duration::ZERO),
                 _ => return,
             },
         };

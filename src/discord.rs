@@ -351,7 +351,10 @@ impl Discord {
             return Outcome::RateLimited { retry_after };
         }
         bot.limiter.complete(slot, &seen, now);
-        record(Answer::Answered(&seen));
+        record(Answer::Answered {
+            seen: &seen,
+            success: (200..300).contains(&status),
+        });
         let body = match body {
             Ok(body) => body,
             Err(err) => return transport_failure(&err, "Discord's answer was cut off"),

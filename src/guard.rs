@@ -34,8 +34,9 @@ const WARN_EVERY: u64 = 1000;
 /// An invalid-request count kept outside this process, for instances that
 /// leave through one IP (Discord bans the IP, whoever sent the requests).
 pub trait SharedCount: Send + Sync {
-    /// Adds one invalid request, now.
-    fn add(&self);
+    /// Adds one invalid request, now, and returns the group's count with
+    /// it (one round trip); `None` when the shared store cannot answer.
+    fn add(&self) -> Option<u64>;
     /// Invalid requests in the last 10 minutes, across the group; `None`
     /// when the shared store cannot answer.
     fn count(&self) -> Option<u64>;
@@ -87,10 +88,11 @@ impl InvalidRequests {
             }
             slot.1 += 1;
         }
-        if let Some(shared) = &self.shared {
-            shared.add();
-        }
-        let total = self.count(now);
+        let own = self.own_count(now);
+        let total = match &self.shared {
+            Some(shared) => shared.add().map_or(own, |group| group.max(own)),
+            None => own,
+        };
         let step = total / WARN_EVERY;
         if step > 0 && self.last_warned.fetch_max(step, Ordering::SeqCst) < step {
             log::warn!(
@@ -104,17 +106,20 @@ impl InvalidRequests {
     /// Invalid requests in the last 10 minutes: the group's count when it
     /// is shared, and never less than this instance's own.
     pub fn count(&self, now: Instant) -> u64 {
+        let own = self.own_count(now);
+        let shared = self.shared.as_ref().and_then(|s| s.count());
+        shared.map_or(own, |shared| shared.max(own))
+    }
+
+    fn own_count(&self, now: Instant) -> u64 {
         let current = self.slot_number(now);
         let oldest = current.saturating_sub(SLOTS as u64 - 1);
-        let own = self
-            .slots
+        self.slots
             .lock()
             .iter()
             .filter(|(n, _)| *n != u64::MAX && *n >= oldest && *n <= current)
             .map(|(_, c)| c)
-            .sum();
-        let shared = self.shared.as_ref().and_then(|s| s.count());
-        shared.map_or(own, |shared| shared.max(own))
+            .sum()
     }
 
     /// True when requests likely to be invalid should not be sent.
@@ -209,7 +214,9 @@ mod tests {
     struct Fixed(u64);
 
     impl SharedCount for Fixed {
-        fn add(&self) {}
+        fn add(&self) -> Option<u64> {
+            Some(self.0)
+        }
         fn count(&self) -> Option<u64> {
             Some(self.0)
         }

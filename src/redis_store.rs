@@ -153,7 +153,8 @@ if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 't', ARGV[3], 'b', ARGV[4], 'i', ARGV[5], 'u', ARGV[6], 'p', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[8])
-redis.call('SADD', KEYS[3], ARGV[8])
+redis.call('ZADD', KEYS[3], now + ttl, ARGV[8])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 redis.call('PEXPIRE', KEYS[3], ttl)
 return 1
 ";
@@ -167,7 +168,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], 'XX', now + ttl, ARGV[2])
-redis.call('PEXPIRE', ARGV[3] .. v[2], ttl)
+local bot = ARGV[3] .. v[2]
+redis.call('ZADD', bot, 'XX', now + ttl, ARGV[2])
+redis.call('ZREMRANGEBYSCORE', bot, '-inf', now)
+redis.call('PEXPIRE', bot, ttl)
 return v
 ";
 
@@ -177,14 +181,14 @@ local v = redis.call('HMGET', KEYS[1], 't', 'b', 'i', 'u')
 if not v[1] then return false end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('SREM', ARGV[2] .. v[2], ARGV[1])
+redis.call('ZREM', ARGV[2] .. v[2], ARGV[1])
 return v
 ";
 
 /// Discord rejected the token: every session of the bot goes.
 const REMOVE_BOT: &str = r"
 local prefixes = {}
-for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, h in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local p = redis.call('HGET', ARGV[1] .. h, 'p')
   if p then table.insert(prefixes, p) end
   redis.call('DEL', ARGV[1] .. h)
@@ -193,6 +197,11 @@ end
 redis.call('DEL', KEYS[1])
 return prefixes
 ";
+
+/// What a sealed token is bound to: its session and its bot.
+fn seal_context(session_hash: &str, bot_hash: &str) -> String {
+    format!("{session_hash}:{bot_hash}")
+}
 
 /// (sealed token, bot hash, bot id, bot name) as the scripts return them.
 type Stored = (Vec<u8>, String, String, String);
@@ -242,16 +251,17 @@ impl RedisStore {
     }
 
     /// This instance's entry for a stored session's bot: cached, or made
-    /// from the unsealed token (and then cached).
-    fn local_bot(&self, stored: Stored) -> Result<Arc<Bot>, StoreError> {
+    /// from the unsealed token (and then cached); `None` for a token Discord
+    /// rejected, which is never sent again.
+    ///
+    /// The seal is opened every time, cache hit or not: it is bound to the
+    /// session and bot hashes, so a value moved or edited in Redis cannot
+    /// lend one session another bot (a few hundred nanoseconds).
+    fn local_bot(&self, hash: &str, stored: Stored) -> Result<Option<Arc<Bot>>, StoreError> {
         let (sealed, bot_hash, id, username) = stored;
-        if let Some(cached) = self.cache.lock().get_mut(&bot_hash) {
-            cached.used = Instant::now();
-            return Ok(Arc::clone(&cached.bot));
-        }
         let token = self
             .key
-            .open(&sealed)
+            .open(&sealed, seal_context(hash, &bot_hash).as_bytes())
             .and_then(|plain| String::from_utf8(plain).ok())
             .and_then(|text| Token::parse(&text).ok())
             .ok_or_else(|| {
@@ -260,6 +270,13 @@ impl RedisStore {
                     "a stored session cannot be read with this instance's session key".into(),
                 )
             })?;
+        if let Some(cached) = self.cache.lock().get_mut(&bot_hash) {
+            cached.used = Instant::now();
+            return Ok(Some(Arc::clone(&cached.bot)));
+        }
+        if self.bots.was_rejected(&token) {
+            return Ok(None);
+        }
         let bot = self.bots.get_or_create(token);
         if bot.identity().id.is_empty() {
             bot.set_identity(Identity { id, username });
@@ -271,7 +288,7 @@ impl RedisStore {
                 used: Instant::now(),
             },
         );
-        Ok(bot)
+        Ok(Some(bot))
     }
 }
 
@@ -280,7 +297,10 @@ impl SessionStore for RedisStore {
         let id = SessionId::generate();
         let hash = self.key.session_hash(id.as_str());
         let bot_hash = self.bot_hash(&bot);
-        let sealed = self.key.seal(bot.token().authorization().as_bytes());
+        let sealed = self.key.seal(
+            bot.token().authorization().as_bytes(),
+            seal_context(&hash, &bot_hash).as_bytes(),
+        );
         let identity = bot.identity();
         let created: i64 = self.pool.run(|c| {
             self.create
@@ -321,7 +341,10 @@ impl SessionStore for RedisStore {
                 .arg(BOT_KEY_PREFIX)
                 .invoke(c)
         })?;
-        stored.map(|stored| self.local_bot(stored)).transpose()
+        match stored {
+            Some(stored) => self.local_bot(&hash, stored),
+            None => Ok(None),
+        }
     }
 
     fn remove(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError> {
@@ -334,7 +357,10 @@ impl SessionStore for RedisStore {
                 .arg(BOT_KEY_PREFIX)
                 .invoke(c)
         })?;
-        stored.map(|stored| self.local_bot(stored)).transpose()
+        match stored {
+            Some(stored) => self.local_bot(&hash, stored),
+            None => Ok(None),
+        }
     }
 
     fn remove_bot(&self, bot: &Arc<Bot>) -> Result<Vec<String>, StoreError> {

@@ -82,8 +82,11 @@ impl SessionKey {
         }
     }
 
-    /// Seals a secret: `nonce || ciphertext+tag`.
-    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+    /// Seals a secret: `nonce || ciphertext+tag`, bound to `context` (what
+    /// the secret belongs to), so a sealed value copied to another place
+    /// does not open there.
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+        let aad = [TOKEN_AAD, context].concat();
         let nonce = Nonce::generate();
         let sealed = self
             .cipher
@@ -91,7 +94,7 @@ impl SessionKey {
                 &nonce,
                 Payload {
                     msg: plaintext,
-                    aad: TOKEN_AAD,
+                    aad: &aad,
                 },
             )
             .expect("ChaCha20-Poly1305 encrypts any message shorter than 256 GiB");
@@ -103,7 +106,8 @@ impl SessionKey {
 
     /// Opens what `seal` made under the same key; `None` for anything else
     /// (another key, a changed byte, a truncated value).
-    pub fn open(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Option<Vec<u8>> {
+        let aad = [TOKEN_AAD, context].concat();
         if sealed.len() < NONCE_LEN {
             return None;
         }
@@ -114,7 +118,7 @@ impl SessionKey {
                 &nonce,
                 Payload {
                     msg: ciphertext,
-                    aad: TOKEN_AAD,
+                    aad: &aad,
                 },
             )
             .ok()
@@ -170,23 +174,27 @@ mod tests {
     #[test]
     fn sealed_opens_with_the_key_and_hides_the_plaintext() {
         let key = SessionKey::parse(KEY).unwrap();
-        let a = key.seal(b"Bot secret-token");
-        let b = key.seal(b"Bot secret-token");
+        let a = key.seal(b"Bot secret-token", b"here");
+        let b = key.seal(b"Bot secret-token", b"here");
         assert_ne!(a, b, "a fresh nonce each time");
         assert!(!a.windows(6).any(|w| w == b"secret"));
-        assert_eq!(key.open(&a).unwrap(), b"Bot secret-token");
+        assert_eq!(key.open(&a, b"here").unwrap(), b"Bot secret-token");
     }
 
     #[test]
     fn tampered_truncated_or_foreign_values_do_not_open() {
         let key = SessionKey::parse(KEY).unwrap();
         let other = SessionKey::parse(&KEY.replace('1', "2")).unwrap();
-        let mut sealed = key.seal(b"token");
-        assert!(other.open(&sealed).is_none());
-        assert!(key.open(&sealed[..5]).is_none());
+        let mut sealed = key.seal(b"token", b"here");
+        assert!(other.open(&sealed, b"here").is_none());
+        assert!(key.open(&sealed[..5], b"here").is_none());
+        assert!(
+            key.open(&sealed, b"elsewhere").is_none(),
+            "bound to its context"
+        );
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert!(key.open(&sealed).is_none());
+        assert!(key.open(&sealed, b"here").is_none());
     }
 
     #[test]

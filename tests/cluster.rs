@@ -400,3 +400,36 @@ fn invalid_requests_are_counted_for_the_whole_outbound_ip_group() {
         "an instance with its own outbound IP keeps its own count"
     );
 }
+
+#[test]
+fn a_busy_bots_index_forgets_its_expired_sessions() {
+    let Some(redis) =
+        RedisServer::start_or_skip("cluster::a_busy_bots_index_forgets_its_expired_sessions")
+    else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let a = instance(&fake, &redis, &["--session-idle-timeout", "2"]);
+    for _ in 0..5 {
+        a.session(TOKEN);
+    }
+    let busy = a.session(TOKEN);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(900));
+        assert_eq!(guilds(&a, &busy), 200);
+    }
+    let mut redis_cli = redis.connection();
+    let bot_keys: Vec<String> = redis::cmd("KEYS")
+        .arg("dbb:bot:*")
+        .query(&mut redis_cli)
+        .unwrap();
+    assert_eq!(bot_keys.len(), 1);
+    let indexed: usize = redis::cmd("ZCARD")
+        .arg(&bot_keys[0])
+        .query(&mut redis_cli)
+        .unwrap();
+    assert_eq!(
+        indexed, 1,
+        "only the busy session is left in the bot's index"
+    );
+}
