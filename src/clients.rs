@@ -131,6 +131,16 @@ impl TrustedProxies {
     }
 }
 
+/// The address a client is limited by: itself, or for IPv6 its /64, the
+/// block one subscriber or host usually holds whole (rotating addresses
+/// inside it must not buy a fresh budget).
+pub fn limit_address(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
 /// What a client bucket is keyed by. Sessions are kept as a keyed hash, so
 /// this table never holds a session ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -281,6 +291,20 @@ mod tests {
             ip("10.0.0.3"),
             "a malformed hop ends the walk"
         );
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_per_64_and_ipv4_per_address() {
+        assert_eq!(
+            limit_address(ip("2001:db8:1:2:aaaa::1")),
+            limit_address(ip("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(
+            limit_address(ip("2001:db8:1:2::1")),
+            limit_address(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(limit_address(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(limit_address(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use crate::bots::{Bot, BotRegistry, Identity, Token};
-use crate::clients::{ClientKey, ClientLimiter, TrustedProxies};
+use crate::clients::{ClientKey, ClientLimiter, TrustedProxies, limit_address};
 use crate::cors::Cors;
 use crate::discord::{Cursor, Discord, GUILDS_PAGE, MEMBERS_PAGE, MESSAGES_PAGE, Route};
 use crate::error::ApiError;
@@ -356,17 +356,17 @@ impl Api {
         )
     }
 
-    /// The client's address, through `--trusted-proxies` only. Every
-    /// `X-Forwarded-For` line counts, in order: a proxy that adds its own
-    /// line instead of appending to the client's must not leave us reading
-    /// the client's.
+    /// The client's address as the limits see it (IPv6 per /64), through
+    /// `--trusted-proxies` only. Every `X-Forwarded-For` line counts, in
+    /// order: a proxy that adds its own line instead of appending to the
+    /// client's must not leave us reading the client's.
     fn client_ip(&self, request: &Request) -> std::net::IpAddr {
         let chain = request
             .header_values("x-forwarded-for")
             .collect::<Vec<_>>()
             .join(",");
         let chain = (!chain.is_empty()).then_some(chain.as_str());
-        self.proxies.client_ip(request.peer.ip(), chain)
+        limit_address(self.proxies.client_ip(request.peer.ip(), chain))
     }
 
     fn within_client_limit(

@@ -390,7 +390,18 @@ impl<'a> Connection<'a> {
             let consumed = head.head_len + head.body_len;
             let mut keep_alive = head.keep_alive;
             self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-            let response = match self.shared.handler.admit(&head.request) {
+            // A panic in admit is a 500, as in handle, and the counters stay
+            // right.
+            let admitted = catch_unwind(AssertUnwindSafe(|| {
+                self.shared.handler.admit(&head.request)
+            }))
+            .unwrap_or_else(|_| {
+                Err(self
+                    .shared
+                    .handler
+                    .refuse(Some(&head.request), ApiError::Internal))
+            });
+            let response = match admitted {
                 Ok(ticket) => {
                     let response = self.dispatch(head.request, ticket.as_ref());
                     drop(ticket);
