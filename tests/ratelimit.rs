@@ -180,7 +180,8 @@ fn assert_limits_kept(fake: &Fake, statuses: &[u16], elapsed: Duration, per_bot:
     let minimum = minimum_time(per_bot);
     assert!(
         elapsed <= minimum.mul_f64(1.1),
-        "took {elapsed:?}; the limits allow {minimum:?}"
+        "took {elapsed:?}; the limits allow {minimum:?}; {} upstream 429s; {stats}",
+        per_channel.values().sum::<usize>()
     );
     eprintln!(
         "{per_bot} reads per bot in {:.3}s: {:.3} × the sustained-rate minimum; {} upstream 429s",
@@ -204,6 +205,12 @@ fn two_sessions_32_clients_600_gets_over_12_channels_all_answered_within_the_lim
     assert_limits_kept(&fake, &statuses, elapsed, 600);
 }
 
+/// Issue #3's scenario for 10 bots at once: 600 reads each, 32 clients per
+/// bot. A shorter run (120 reads each, 2.4 s) measured 3.0 s about one time
+/// in four with no 429: a limiter that cannot see future requests spends a
+/// second's global budget on the routes whose windows reset first, and a
+/// route whose window resets later can need one more window at the end.
+/// That one window is a third of a 2.4 s run and a twelfth of this one.
 #[test]
 fn ten_bots_at_once_each_keep_their_own_limits() {
     let _alone = alone();
@@ -217,9 +224,9 @@ fn ten_bots_at_once_each_keep_their_own_limits() {
         })
         .collect();
     settle(&fake);
-    let (statuses, elapsed) = hammer(&service, &sessions, 120, 32);
-    assert_eq!(statuses.len(), 1200);
-    assert_limits_kept(&fake, &statuses, elapsed, 120);
+    let (statuses, elapsed) = hammer(&service, &sessions, 600, 320);
+    assert_eq!(statuses.len(), 6000);
+    assert_limits_kept(&fake, &statuses, elapsed, 600);
 }
 
 #[test]
