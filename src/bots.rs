@@ -122,8 +122,13 @@ impl fmt::Debug for Bot {
 
 /// Token → bot, so a second login with the same token joins the first bot's
 /// limits instead of starting a parallel set.
+///
+/// Keyed by the token's keyed fingerprint, not a second copy of the token:
+/// one fewer copy of the secret, and about 100 bytes less per bot. A lookup
+/// checks the bot's own token, so even a fingerprint collision can never
+/// hand one token's bot to another.
 pub struct BotRegistry {
-    bots: Mutex<HashMap<String, Weak<Bot>>>,
+    bots: Mutex<HashMap<u64, Weak<Bot>>>,
     /// Fingerprints (keyed hashes, not tokens) of tokens Discord rejected.
     rejected: Mutex<HashMap<u64, Instant>>,
     fingerprint_key: std::collections::hash_map::RandomState,
@@ -173,23 +178,30 @@ impl BotRegistry {
     /// Whether a live bot with a session holds this token: a login with it
     /// is very likely to succeed.
     pub fn is_live(&self, token: &Token) -> bool {
+        self.live(token)
+            .is_some_and(|bot| !bot.is_rejected() && !bot.identity().id.is_empty())
+    }
+
+    /// The bot entry holding exactly this token, if one is alive.
+    fn live(&self, token: &Token) -> Option<Arc<Bot>> {
         self.bots
             .lock()
-            .get(&token.0)
+            .get(&self.fingerprint(token))
             .and_then(Weak::upgrade)
-            .is_some_and(|bot| !bot.is_rejected() && !bot.identity().id.is_empty())
+            .filter(|bot| bot.token.0 == token.0)
     }
 
     /// The live bot for this token, or a new one. A bot whose token Discord
     /// rejected is replaced, so a fresh login gets one fresh attempt.
     pub fn get_or_create(&self, token: Token) -> Arc<Bot> {
+        let key = self.fingerprint(&token);
         let mut bots = self.bots.lock();
-        if let Some(bot) = bots.get(&token.0).and_then(Weak::upgrade)
+        if let Some(bot) = bots.get(&key).and_then(Weak::upgrade)
+            && bot.token.0 == token.0
             && !bot.is_rejected()
         {
             return bot;
         }
-        let key = token.0.clone();
         let bot = Arc::new(Bot {
             token,
             identity: RwLock::new(Identity::default()),

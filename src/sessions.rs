@@ -23,32 +23,35 @@ const SESSION_ID_LEN: usize = 21;
 /// Characters of a session ID that logs may show.
 const LOG_PREFIX_LEN: usize = 6;
 
-/// A session ID: a bearer credential.
+/// A session ID: a bearer credential. Held inline, not on the heap: one
+/// allocation fewer per session (the session map is most of the memory of
+/// 10,000 sessions).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(String);
+pub struct SessionId([u8; SESSION_ID_LEN]);
 
 impl SessionId {
     pub(crate) fn generate() -> SessionId {
-        SessionId(nanoid::nanoid!(SESSION_ID_LEN))
+        SessionId::parse(&nanoid::nanoid!(SESSION_ID_LEN)).expect("nanoid makes valid IDs")
     }
 
-    /// Accepts what a client presented, if it could be a session ID at all;
-    /// anything else cannot match and is not worth a lookup.
+    /// Accepts what a client presented, if it could be a session ID at all:
+    /// 21 characters of nanoid's alphabet. Anything else cannot match and is
+    /// not worth a lookup.
     pub fn parse(text: &str) -> Option<SessionId> {
-        let plausible = (SESSION_ID_LEN..=128).contains(&text.len())
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        plausible.then(|| SessionId(text.to_string()))
+        let bytes: [u8; SESSION_ID_LEN] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+            .then_some(SessionId(bytes))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("parse admits ASCII only")
     }
 
     /// The part of the ID that logs may show.
     pub fn prefix(&self) -> &str {
-        &self.0[..LOG_PREFIX_LEN.min(self.0.len())]
+        &self.as_str()[..LOG_PREFIX_LEN]
     }
 }
 
