@@ -12,6 +12,7 @@ help:
 	@echo "make static   a fully static musl binary"
 	@echo "make bench    the benchmark table of benches/RESULTS.md, measured on this machine"
 	@echo "make bench-micro  micro-benchmarks of the hot paths (divan); also run by make bench"
+	@echo "make bench-curve  the 50 ms scenario at 64/256/1024 connections, RSS at 1k/10k/100k sessions"
 	@echo "make fuzz-api schemathesis against the API, driven by its own OpenAPI document (FUZZ_MAX_EXAMPLES=n)"
 
 build:
@@ -56,6 +57,15 @@ bench:
 	cd benches/upstream && $(CARGO) build --release
 	python3 benches/bench.py
 	$(CARGO) bench --bench micro
+
+# How throughput and memory grow: the 50 ms scenario at 64, 256 and 1024
+# connections, and RSS at 1k, 10k and 100k sessions (benches/RESULTS.md).
+.PHONY: bench-curve
+bench-curve:
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(CARGO) build --release --bin discord-bot-backend
+	cd benches/upstream && $(CARGO) build --release
+	python3 benches/bench.py curve
 
 # Sessions, rate limiter, request front and query parsing in isolation, no
 # network (benches/micro.rs); the numbers are in benches/RESULTS.md.

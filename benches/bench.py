@@ -214,7 +214,7 @@ def startup_ms(up):
 
 
 def sessions_rss(up, count):
-    svc = service(up.url, "--log-level", "warn")
+    svc = service(up.url, "--log-level", "warn", "--max-sessions", str(max(count, 20_000)))
     login_many(svc, count, "bench-rss")
     time.sleep(0.5)
     rss = svc.status_kib("VmRSS")
@@ -231,7 +231,32 @@ def rate_limit_scenario():
     return (float(line.group(1)), float(line.group(2)), int(line.group(3)), passed) if line else (None, None, None, passed)
 
 
+def curve():
+    """Issue #4, item 4: the 50 ms scenario at 64, 256 and 1024 connections
+    (default workers, and workers = connections), and RSS with 1k, 10k and
+    100k sessions; the data behind RESULTS.md's scale claims."""
+    rows = ["| 50 ms upstream | workers | throughput ÷ direct | req/s (direct) | p99 ms | CPU/request | peak RSS |",
+            "|---|---|---|---|---|---|---|"]
+    for connections in (64, 256, 1024):
+        for workers in sorted({256, connections}):
+            results = {}
+            scenario(50, connections, results, f"c{connections}", "--workers", str(workers))
+            r = results[f"c{connections}"]
+            rows.append(f"| {connections} conns | {workers} | {r['ratio']:.3f} | {r['service']['rate']:.0f} ({r['direct']['rate']:.0f}) "
+                        f"| {r['service']['p99']:.1f} | {r['cpu_us']:.0f} µs | {r['peak_rss'] / 1024:.1f} MiB |")
+            print(rows[-1], flush=True)
+    rows += ["", "| sessions (one bot each) | RSS |", "|---|---|"]
+    up = upstream(0)
+    for count in (1_000, 10_000, 100_000):
+        rows.append(f"| {count:,} | {sessions_rss(up, count) / 1024:.1f} MiB |")
+        print(rows[-1], flush=True)
+    up.stop()
+    print("\n".join(rows))
+
+
 def main():
+    if sys.argv[1:] == ["curve"]:
+        return curve()
     for binary in (SERVICE, UPSTREAM):
         if not os.path.exists(binary):
             raise SystemExit(f"missing {binary}: run `make bench`, which builds it")
