@@ -108,15 +108,21 @@ impl TrustedProxies {
     /// proxy (entries further left were written by whoever the client is,
     /// and may be anything). A malformed entry ends the walk at the last
     /// address we could trust to have been written by a proxy.
-    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> IpAddr {
+    ///
+    /// `forwarded_for` is every `X-Forwarded-For` line in order: a proxy
+    /// that adds its own line instead of appending to the client's must not
+    /// leave us reading the client's.
+    pub fn client_ip<'a>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
+    ) -> IpAddr {
         let mut client = canonical(peer);
         if !self.trusts(client) {
             return client;
         }
-        let Some(chain) = forwarded_for else {
-            return client;
-        };
-        for hop in chain.rsplit(',').map(str::trim) {
+        let hops = forwarded_for.rev().flat_map(|line| line.rsplit(','));
+        for hop in hops.map(str::trim) {
             match hop.parse::<IpAddr>() {
                 Ok(ip) => {
                     client = canonical(ip);
@@ -198,8 +204,7 @@ impl ClientLimiter {
             tokens: self.burst,
             updated: now,
         });
-        let refill = now.saturating_duration_since(bucket.updated).as_secs_f64() * self.rate;
-        bucket.tokens = (bucket.tokens + refill).min(self.burst);
+        bucket.tokens = self.refilled(bucket, now);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
@@ -222,8 +227,13 @@ impl ClientLimiter {
     }
 
     fn is_full(&self, bucket: &Bucket, now: Instant) -> bool {
+        self.refilled(bucket, now) >= self.burst
+    }
+
+    /// The bucket's tokens at `now`, capped at the burst.
+    fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
         let refill = now.saturating_duration_since(bucket.updated).as_secs_f64() * self.rate;
-        bucket.tokens + refill >= self.burst
+        (bucket.tokens + refill).min(self.burst)
     }
 
     /// Drops every bucket that has refilled; run by the background sweeper.
@@ -270,7 +280,7 @@ mod tests {
     fn forwarded_for_is_ignored_from_untrusted_peers() {
         let proxies = TrustedProxies::parse("10.0.0.1").unwrap();
         assert_eq!(
-            proxies.client_ip(ip("192.0.2.9"), Some("203.0.113.5")),
+            proxies.client_ip(ip("192.0.2.9"), ["203.0.113.5"].into_iter()),
             ip("192.0.2.9")
         );
     }
@@ -278,16 +288,21 @@ mod tests {
     #[test]
     fn the_rightmost_untrusted_forwarded_address_is_the_client() {
         let proxies = TrustedProxies::parse("10.0.0.0/8, 127.0.0.1").unwrap();
-        let client =
-            proxies.client_ip(ip("127.0.0.1"), Some("198.51.100.7, 203.0.113.5, 10.0.0.2"));
+        let client = proxies.client_ip(
+            ip("127.0.0.1"),
+            ["198.51.100.7, 203.0.113.5", "10.0.0.2"].into_iter(),
+        );
         assert_eq!(
             client,
             ip("203.0.113.5"),
             "the spoofable left part is skipped"
         );
-        assert_eq!(proxies.client_ip(ip("127.0.0.1"), None), ip("127.0.0.1"));
         assert_eq!(
-            proxies.client_ip(ip("127.0.0.1"), Some("garbage, 10.0.0.3")),
+            proxies.client_ip(ip("127.0.0.1"), [].into_iter()),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            proxies.client_ip(ip("127.0.0.1"), ["garbage, 10.0.0.3"].into_iter()),
             ip("10.0.0.3"),
             "a malformed hop ends the walk"
         );

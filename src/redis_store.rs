@@ -341,10 +341,7 @@ impl SessionStore for RedisStore {
                 .arg(BOT_KEY_PREFIX)
                 .invoke(c)
         })?;
-        match stored {
-            Some(stored) => self.local_bot(&hash, stored),
-            None => Ok(None),
-        }
+        stored.map_or(Ok(None), |stored| self.local_bot(&hash, stored))
     }
 
     fn remove(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError> {
@@ -357,10 +354,7 @@ impl SessionStore for RedisStore {
                 .arg(BOT_KEY_PREFIX)
                 .invoke(c)
         })?;
-        match stored {
-            Some(stored) => self.local_bot(&hash, stored),
-            None => Ok(None),
-        }
+        stored.map_or(Ok(None), |stored| self.local_bot(&hash, stored))
     }
 
     fn remove_bot(&self, bot: &Arc<Bot>) -> Result<Vec<String>, StoreError> {

@@ -230,7 +230,7 @@ impl Handler for Api {
             return Ok(Some(Box::new(Admitted::Session {
                 session,
                 bot,
-                found: Instant::now(),
+                found: now,
                 _place: None,
             })));
         }
@@ -357,16 +357,10 @@ impl Api {
     }
 
     /// The client's address as the limits see it (IPv6 per /64), through
-    /// `--trusted-proxies` only. Every `X-Forwarded-For` line counts, in
-    /// order: a proxy that adds its own line instead of appending to the
-    /// client's must not leave us reading the client's.
+    /// `--trusted-proxies` only.
     fn client_ip(&self, request: &Request) -> std::net::IpAddr {
-        let chain = request
-            .header_values("x-forwarded-for")
-            .collect::<Vec<_>>()
-            .join(",");
-        let chain = (!chain.is_empty()).then_some(chain.as_str());
-        limit_address(self.proxies.client_ip(request.peer.ip(), chain))
+        let forwarded_for = request.header_values("x-forwarded-for");
+        limit_address(self.proxies.client_ip(request.peer.ip(), forwarded_for))
     }
 
     fn within_client_limit(
