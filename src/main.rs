@@ -52,13 +52,15 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     logging::init(config.log_level, config.log_format);
-    match run(&config) {
+    let code = match run(&config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             log::error!("{message}");
             ExitCode::FAILURE
         }
-    }
+    };
+    log::logger().flush();
+    code
 }
 
 fn run(config: &Config) -> Result<(), String> {
@@ -157,6 +159,8 @@ fn run(config: &Config) -> Result<(), String> {
     let listening = format!("listening on http://{bound}");
     if log::log_enabled!(log::Level::Info) {
         log::info!("{listening}");
+        // Whoever started us waits for this line.
+        log::logger().flush();
     } else {
         // API.md promises this line whatever the log level.
         eprintln!("{listening}");

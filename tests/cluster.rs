@@ -216,6 +216,8 @@ fn redis_holds_no_token_and_no_session_id_in_clear() {
         .into_iter()
         .chain(sessions.iter().map(String::as_str))
         .collect();
+    // Absence means something only once the lines are written.
+    assert!(a.wait_for_log("POST /api/auth/login") && b.wait_for_log("GET /api/guilds"));
     for log in [a.logs(), b.logs()] {
         for secret in &secrets {
             assert!(!log.contains(secret), "a log names a secret");

@@ -57,9 +57,11 @@ fn a_bot_token_never_appears_in_a_response_header_body_or_log() {
             assert!(!value.contains(secret), "token in header {name}");
         }
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        service.wait_for_log("POST /api/auth/logout"),
+        "logging works"
+    );
     let logs = service.logs();
-    assert!(logs.contains("GET /api/guilds"), "logging works: {logs}");
     assert!(!logs.contains(secret), "token in logs:\n{logs}");
     assert!(
         !logs.contains("bad-token"),
@@ -123,7 +125,7 @@ fn a_client_cannot_forge_log_lines() {
         std::time::Duration::from_secs(3),
     );
     assert!(reply.starts_with("HTTP/1.1 4"), "{reply}");
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(service.wait_for_log(" 400 "), "{}", service.logs());
     assert!(!service.logs().contains('\x1b'));
 }
 
@@ -174,9 +176,8 @@ fn json_logs_never_carry_a_token_or_a_whole_session_id() {
     );
     let replies = exercise(&fake, &service);
     let session = replies[0].json()["sessionId"].as_str().unwrap().to_string();
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(service.wait_for_log("/api/auth/logout"), "logging works");
     let logs = service.logs();
-    assert!(logs.contains("\"method\":\"GET\""), "logging works: {logs}");
     assert!(
         !logs.contains(TOKEN.split('.').nth(1).unwrap()),
         "token in logs"
