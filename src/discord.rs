@@ -21,6 +21,8 @@ use crate::guard::InvalidRequests;
 use crate::metrics;
 use crate::ratelimit::{Clock, Observed, RouteKey, Slot};
 use crate::snowflake::Snowflake;
+use crate::transport::TcpConnector;
+use ureq::unversioned::transport::{Connector, RustlsConnector};
 
 /// Discord requires `DiscordBot ($url, $versionNumber)`; other agents "may be
 /// blocked" by Cloudflare (`reference.mdx`, "User Agent").
@@ -179,7 +181,7 @@ impl Discord {
             .build();
         let agent = ureq::Agent::with_parts(
             config,
-            ureq::unversioned::transport::DefaultConnector::new(),
+            TcpConnector.chain(RustlsConnector::default()),
             CachingResolver::default(),
         );
         Discord {

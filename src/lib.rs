@@ -23,3 +23,4 @@ pub mod seal;
 pub mod server;
 pub mod sessions;
 pub mod snowflake;
+pub mod transport;
