@@ -336,6 +336,15 @@ fn refuse_connection(mut stream: TcpStream, shared: &Shared) {
     let _ = write_response(&mut stream, &response, false, false);
 }
 
+/// The time left before `deadline`; none left means the client is too slow.
+fn time_left(deadline: Instant) -> Result<Duration, ReadError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ReadError::Gone);
+    }
+    Ok(left)
+}
+
 /// Why reading a request stopped.
 enum ReadError {
     /// The peer closed, the connection stalled past the timeout, or the
@@ -352,6 +361,8 @@ struct Connection<'a> {
     /// Bytes read but not yet consumed: at most one head plus one body, plus
     /// whatever of the next pipelined request arrived with them.
     buf: Vec<u8>,
+    /// The socket's read timeout as last set.
+    read_timeout: Option<Duration>,
 }
 
 /// What the head said about framing and the connection.
@@ -376,6 +387,7 @@ impl<'a> Connection<'a> {
             shared,
             peer,
             buf: Vec::new(),
+            read_timeout: None,
         }
     }
 
@@ -450,7 +462,7 @@ impl<'a> Connection<'a> {
         let timeout = self.shared.limits.client_timeout;
         // Idle wait for the first byte of the next request.
         if self.buf.is_empty() {
-            self.read_more(Instant::now() + timeout)?;
+            self.read_more(timeout)?;
         }
         let deadline = Instant::now() + timeout;
         let mut scanned = 0;
@@ -473,7 +485,7 @@ impl<'a> Connection<'a> {
                     None,
                 ));
             }
-            self.read_more(deadline)?;
+            self.read_more(time_left(deadline)?)?;
         };
         if head.expect_continue && self.buf.len() < head.head_len + head.body_len {
             self.stream
@@ -481,7 +493,7 @@ impl<'a> Connection<'a> {
                 .map_err(|_| ReadError::Gone)?;
         }
         while self.buf.len() < head.head_len + head.body_len {
-            self.read_more(deadline)?;
+            self.read_more(time_left(deadline)?)?;
         }
         let mut head = head;
         head.request.body = self.buf[head.head_len..head.head_len + head.body_len].to_vec();
@@ -489,17 +501,19 @@ impl<'a> Connection<'a> {
         Ok(head)
     }
 
-    /// One `read` into `buf`, never past `MAX_HEAD + MAX_BODY` in total.
-    /// Reads into a stack buffer and copies what arrived: zero-filling a
-    /// 16 KiB `Vec` region before each read cost more than the copy.
-    fn read_more(&mut self, deadline: Instant) -> Result<(), ReadError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Gone);
+    /// One `read` into `buf`, waiting at most `wait`, never past `MAX_HEAD +
+    /// MAX_BODY` in total. Reads into a stack buffer and copies what arrived:
+    /// zero-filling a 16 KiB `Vec` region before each read cost more than the
+    /// copy.
+    fn read_more(&mut self, wait: Duration) -> Result<(), ReadError> {
+        // The idle wait between requests is always the same: setting it
+        // again was a system call per request.
+        if self.read_timeout != Some(wait) {
+            self.stream
+                .set_read_timeout(Some(wait))
+                .map_err(|_| ReadError::Gone)?;
+            self.read_timeout = Some(wait);
         }
-        self.stream
-            .set_read_timeout(Some(left))
-            .map_err(|_| ReadError::Gone)?;
         let mut chunk = [0u8; READ_CHUNK];
         let room = (MAX_HEAD + MAX_BODY)
             .saturating_sub(self.buf.len())
