@@ -6,6 +6,7 @@
 //! twice is refused rather than guessed at, and percent-escapes are decoded
 //! first, so `%2e%2e` is seen (and refused) as `..`.
 
+use std::borrow::Cow;
 use std::ops::RangeInclusive;
 
 use crate::error::ApiError;
@@ -14,14 +15,16 @@ use crate::snowflake::Snowflake;
 /// Parameters beyond this many are refused: no route takes more than five.
 const MAX_PARAMS: usize = 32;
 
+/// Names and values borrow the request's text unless an escape had to be
+/// decoded.
 #[derive(Debug, Default)]
-pub struct Query {
-    params: Vec<(String, String)>,
+pub struct Query<'a> {
+    params: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl Query {
-    pub fn parse(raw: &str) -> Result<Query, ApiError> {
-        let mut params: Vec<(String, String)> = Vec::new();
+impl<'a> Query<'a> {
+    pub fn parse(raw: &'a str) -> Result<Query<'a>, ApiError> {
+        let mut params = Vec::new();
         for pair in raw.split('&').filter(|p| !p.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let name = decode(name)?;
@@ -45,7 +48,7 @@ impl Query {
         self.params
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| &**v)
             .filter(|v| !v.is_empty())
     }
 
@@ -94,9 +97,9 @@ impl Query {
 
 /// Percent-decodes (and `+` to space, as forms do). Invalid escapes and
 /// non-UTF-8 results are a 400, not a guess.
-fn decode(text: &str) -> Result<String, ApiError> {
+fn decode(text: &str) -> Result<Cow<'_, str>, ApiError> {
     if !text.contains(['%', '+']) {
-        return Ok(text.to_string());
+        return Ok(Cow::Borrowed(text));
     }
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -124,7 +127,9 @@ fn decode(text: &str) -> Result<String, ApiError> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| ApiError::bad_request("query string is not valid UTF-8"))
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| ApiError::bad_request("query string is not valid UTF-8"))
 }
 
 /// A bounded, printable rendering of client text for error messages.

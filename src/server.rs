@@ -19,8 +19,10 @@
 //! - responses on a connection are written in request order (pipelining);
 //! - this module knows HTTP framing, not routes, sessions or Discord.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -57,10 +59,14 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// A complete request as the handler sees it.
 #[derive(Debug)]
 pub struct Request {
-    pub method: String,
-    /// Path and query exactly as sent.
-    pub target: String,
-    headers: Vec<(String, String)>,
+    /// The method, the target and every header name and value, back to
+    /// back; the ranges below point into it. Two allocations per request
+    /// instead of two per header (`make bench`: a tenth of the allocations
+    /// per request).
+    text: String,
+    method: Range<usize>,
+    target: Range<usize>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
     /// When the request was fully read: waits (for a bot's place, for a
@@ -69,12 +75,61 @@ pub struct Request {
 }
 
 impl Request {
-    /// The first header of that name (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    fn new<'a>(
+        method: &str,
+        target: &str,
+        headers: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)> + Clone,
+        peer: SocketAddr,
+    ) -> Self {
+        let length = method.len()
+            + target.len()
+            + headers
+                .clone()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>();
+        let mut text = String::with_capacity(length);
+        let mut append = |part: &str| {
+            text.push_str(part);
+            text.len() - part.len()..text.len()
+        };
+        let method = append(method);
+        let target = append(target);
+        let mut ranges = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            ranges.push((append(name), append(&value)));
+        }
+        Request {
+            text,
+            method,
+            target,
+            headers: ranges,
+            body: Vec::new(),
+            peer,
+            received: Instant::now(),
+        }
+    }
+
+    pub fn method(&self) -> &str {
+        &self.text[self.method.clone()]
+    }
+
+    /// Path and query exactly as sent.
+    pub fn target(&self) -> &str {
+        &self.text[self.target.clone()]
+    }
+
+    /// Every header, in order.
+    fn headers(&self) -> impl DoubleEndedIterator<Item = (&str, &str)> {
         self.headers
             .iter()
+            .map(|(n, v)| (&self.text[n.clone()], &self.text[v.clone()]))
+    }
+
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// Every value of a header that may be sent on several lines, in order.
@@ -82,34 +137,31 @@ impl Request {
         &'a self,
         name: &'a str,
     ) -> impl DoubleEndedIterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
+        self.headers()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     pub fn path(&self) -> &str {
-        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+        let target = self.target();
+        target.split_once('?').map_or(target, |(p, _)| p)
     }
 
     pub fn query(&self) -> &str {
-        self.target.split_once('?').map_or("", |(_, q)| q)
+        self.target().split_once('?').map_or("", |(_, q)| q)
     }
 
     /// A request from 127.0.0.1, for unit tests and `benches/micro.rs`.
     #[doc(hidden)]
     pub fn for_test(method: &str, target: &str, headers: &[(&str, &str)], body: &[u8]) -> Self {
-        Request {
-            method: method.into(),
-            target: target.into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
-            body: body.to_vec(),
-            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
-            received: Instant::now(),
-        }
+        let mut request = Request::new(
+            method,
+            target,
+            headers.iter().map(|(n, v)| (*n, Cow::Borrowed(*v))),
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+        );
+        request.body = body.to_vec();
+        request
     }
 }
 
@@ -546,18 +598,15 @@ impl<'a> Connection<'a> {
             Err(err) => return Err(malformed(&format!("malformed request: {err}"))),
         };
         let http10 = parsed.version == Some(0);
-        let mut request = Request {
-            method: parsed.method.unwrap_or_default().to_string(),
-            target: parsed.path.unwrap_or_default().to_string(),
-            headers: Vec::with_capacity(parsed.headers.len()),
-            body: Vec::new(),
-            peer: self.peer,
-            received: Instant::now(),
-        };
-        for h in parsed.headers.iter() {
-            let value = String::from_utf8_lossy(h.value).into_owned();
-            request.headers.push((h.name.to_string(), value));
-        }
+        let request = Request::new(
+            parsed.method.unwrap_or_default(),
+            parsed.path.unwrap_or_default(),
+            parsed
+                .headers
+                .iter()
+                .map(|h| (h.name, String::from_utf8_lossy(h.value))),
+            self.peer,
+        );
         let connection = request.header("connection").unwrap_or("");
         let has_token = |t: &str| {
             connection
@@ -625,10 +674,7 @@ fn malformed(message: &str) -> ReadError {
 /// non-number are refused (request smuggling starts with ambiguous framing).
 fn content_length(request: &Request) -> Result<usize, ApiError> {
     let mut found: Option<u64> = None;
-    for (name, value) in &request.headers {
-        if !name.eq_ignore_ascii_case("content-length") {
-            continue;
-        }
+    for value in request.header_values("content-length") {
         let value = value.trim();
         if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ApiError::bad_request("invalid Content-Length"));
