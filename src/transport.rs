@@ -110,12 +110,6 @@ pub struct TcpTransport {
     probe_due: bool,
 }
 
-impl TcpTransport {
-    fn io_done(&mut self) {
-        self.probe_due = false;
-    }
-}
-
 impl Transport for TcpTransport {
     fn buffers(&mut self) -> &mut dyn Buffers {
         &mut self.buffers
@@ -123,12 +117,13 @@ impl Transport for TcpTransport {
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
         let timeout = timeout.for_write();
-        let left = time_left(timeout)?;
-        if needs_update(self.write_timeout, left) {
-            self.stream.set_write_timeout(left)?;
-            self.write_timeout = left;
-        }
-        self.io_done();
+        apply_timeout(
+            &self.stream,
+            &mut self.write_timeout,
+            time_left(timeout)?,
+            TcpStream::set_write_timeout,
+        )?;
+        self.probe_due = false;
         let output = &self.buffers.output()[..amount];
         (&*self.stream)
             .write_all(output)
@@ -137,12 +132,13 @@ impl Transport for TcpTransport {
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
         let timeout = timeout.for_read();
-        let left = time_left(timeout)?;
-        if needs_update(self.read_timeout, left) {
-            self.stream.set_read_timeout(left)?;
-            self.read_timeout = left;
-        }
-        self.io_done();
+        apply_timeout(
+            &self.stream,
+            &mut self.read_timeout,
+            time_left(timeout)?,
+            TcpStream::set_read_timeout,
+        )?;
+        self.probe_due = false;
         let read = loop {
             match (&*self.stream).read(self.buffers.input_append_buf()) {
                 // A signal, not the peer: ureq's budget still bounds the call,
@@ -175,6 +171,20 @@ fn time_left(timeout: NextTimeout) -> Result<Option<Duration>, Error> {
         return Err(Error::Timeout(timeout.reason));
     }
     Ok(timeout.not_zero().map(|t| *t))
+}
+
+/// Sets a socket timeout (`set`), unless the one set is within the slack.
+fn apply_timeout(
+    stream: &TcpStream,
+    current: &mut Option<Duration>,
+    wanted: Option<Duration>,
+    set: fn(&TcpStream, Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
+    if needs_update(*current, wanted) {
+        set(stream, wanted)?;
+        *current = wanted;
+    }
+    Ok(())
 }
 
 fn needs_update(set: Option<Duration>, wanted: Option<Duration>) -> bool {
@@ -274,25 +284,25 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
-    #[test]
-    fn a_pooled_connection_the_server_closed_is_not_used_again() {
-        let (url, accepted) = server(After::Close);
+    /// Two calls, the second once whatever `after` does has reached our
+    /// socket; returns how many connections the server saw.
+    fn connections_for_two_calls(after: After) -> usize {
+        let (url, accepted) = server(after);
         let agent = agent();
         assert_eq!(get(&agent, &url), "{}");
-        // The close has reached our socket before the next call takes it.
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(get(&agent, &url), "{}");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_pooled_connection_the_server_closed_is_not_used_again() {
+        assert_eq!(connections_for_two_calls(After::Close), 2);
     }
 
     #[test]
     fn a_pooled_connection_with_bytes_nobody_asked_for_is_not_used_again() {
-        let (url, accepted) = server(After::Babble);
-        let agent = agent();
-        assert_eq!(get(&agent, &url), "{}");
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(get(&agent, &url), "{}");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(connections_for_two_calls(After::Babble), 2);
     }
 
     #[test]
