@@ -8,8 +8,9 @@ runs. Prints one Markdown table and writes it to benches/RESULTS.md.
 Scenarios (issue #4):
   A. upstream answers at once, 64 connections: throughput ratio, CPU per request
   B. upstream answers after 50 ms, 256 connections: throughput ratio, p99
-  plus idle/peak RSS, RSS with 10,000 sessions of 10,000 bots, start-up time,
-  binary size, and the rate-limit scenario of issue #3.
+  plus system calls and context switches per request in A (perf stat, in a
+  separate run), idle/peak RSS, RSS with 10,000 sessions of 10,000 bots,
+  start-up time, binary size, and the rate-limit scenario of issue #3.
   A-R. scenario A with sessions and cluster rate limits in Redis (issue #6),
   against a local redis-server started for it, beside A in memory.
 
@@ -109,8 +110,8 @@ def login_many(svc, count, prefix):
         return list(pool.map(login, range(count)))
 
 
-def wrk(url, connections, sessions_file=None, header=None):
-    argv = ["wrk", "-t2", f"-c{connections}", f"-d{SECONDS}s", "--latency", "--timeout", "10s"]
+def wrk(url, connections, sessions_file=None, header=None, seconds=None):
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds or SECONDS}s", "--latency", "--timeout", "10s"]
     env = dict(os.environ)
     if sessions_file:
         argv += ["-s", os.path.join(ROOT, "benches/sessions.lua")]
@@ -189,6 +190,46 @@ def scenario(latency_ms, connections, results, name, *flags):
     os.unlink(f.name)
     svc.stop()
     up.stop()
+
+
+def kernel_counters(latency_ms, connections):
+    """System calls and context switches per request in a scenario, from
+    `perf stat` attached to the service during a separate 5 s run: the
+    syscall tracepoint slows the service, so the timed runs are never
+    traced. Unlike CPU time, these counts hardly move between runs of one
+    binary on a noisy machine. None where perf cannot count them."""
+    if not shutil.which("perf"):
+        return None
+    up = upstream(latency_ms)
+    svc = service(up.url)
+    out = tempfile.NamedTemporaryFile("r", suffix=".perf", delete=False)
+    try:
+        sessions = login_many(svc, BOTS, "bench-counters")
+        with tempfile.NamedTemporaryFile("w", delete=False) as f:
+            f.write("\n".join(sessions) + "\n")
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-o", out.name, "-e",
+                                 "context-switches,raw_syscalls:sys_enter", "-p", str(svc.proc.pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        through = wrk(f"{svc.url}/api/messages?channelId={CHANNEL}&limit=50", connections,
+                      sessions_file=f.name, seconds=5)
+        perf.send_signal(2)
+        perf.wait(timeout=10)
+        os.unlink(f.name)
+        counts = {}
+        for line in out:
+            fields = line.strip().split(",")
+            if len(fields) > 2 and fields[0].replace(".", "").isdigit():
+                counts[fields[2]] = float(fields[0])
+        total = through["total"]
+        return {"syscalls": counts["raw_syscalls:sys_enter"] / total,
+                "switches": counts["context-switches"] / total}
+    except (KeyError, OSError, subprocess.SubprocessError):
+        return None
+    finally:
+        os.unlink(out.name)
+        svc.stop()
+        up.stop()
 
 
 def startup_ms(up):
@@ -274,6 +315,7 @@ def main():
         finally:
             redis.stop()
     scenario(50, 256, results, "B")
+    results["counters"] = kernel_counters(0, 64)
     up = upstream(0)
     results["startup_ms"] = min(startup_ms(up) for _ in range(5))
     results["rss_10k"] = sessions_rss(up, 10_000)
@@ -289,6 +331,9 @@ def main():
         ("A: 0 ms upstream, 64 conns: throughput ÷ direct", f"{a['ratio']:.3f}",
          f"{a['service']['rate']:.0f} vs {a['direct']['rate']:.0f} req/s direct; p50 {a['service']['p50']:.2f} ms, p99 {a['service']['p99']:.2f} ms", "≥ 0.40"),
         ("A: service CPU per request", f"{a['cpu_us']:.0f} µs", f"{a['upstream_per_request']:.3f} upstream requests per request; non-2xx {a['service']['non2xx']}", "≤ 30 µs"),
+        ("A: system calls and context switches per request",
+         (f"{results['counters']['syscalls']:.1f} and {results['counters']['switches']:.2f}" if results["counters"] else "n/a"),
+         ("`perf stat` on the service in a separate 5 s run of A" if results["counters"] else "perf is missing or cannot trace here"), ""),
         *([("A-R: A with Redis: throughput ÷ A in memory",
             f"{results['A-R']['service']['rate'] / a['service']['rate']:.3f}",
             f"{results['A-R']['service']['rate']:.0f} vs {a['service']['rate']:.0f} req/s; p50 {results['A-R']['service']['p50']:.2f} ms, p99 {results['A-R']['service']['p99']:.2f} ms (in memory p99 {a['service']['p99']:.2f} ms); {results['A-R']['cpu_us']:.0f} µs service CPU per request; non-2xx {results['A-R']['service']['non2xx']}",
