@@ -22,8 +22,7 @@ use crate::guard::InvalidRequests;
 use crate::metrics;
 use crate::ratelimit::{Clock, Observed, RouteKey, Slot};
 use crate::snowflake::Snowflake;
-use crate::transport::TcpConnector;
-use ureq::unversioned::transport::{Connector, RustlsConnector};
+use crate::transport;
 
 /// Discord requires `DiscordBot ($url, $versionNumber)`; other agents "may be
 /// blocked" by Cloudflare (`reference.mdx`, "User Agent").
@@ -185,11 +184,8 @@ impl Discord {
             .max_response_header_size(MAX_RESPONSE_HEAD)
             .user_agent(USER_AGENT)
             .build();
-        let agent = ureq::Agent::with_parts(
-            config,
-            TcpConnector.chain(RustlsConnector::default()),
-            CachingResolver::default(),
-        );
+        let agent =
+            ureq::Agent::with_parts(config, transport::connector(), CachingResolver::default());
         Discord {
             agent,
             base: base.to_string(),

@@ -17,6 +17,7 @@
 //! before them, and so is the buffer at exit.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use log::kv::{Key, Value, VisitSource};
@@ -43,9 +44,13 @@ pub fn init(level: LogLevel, format: LogFormat) {
     };
     if log::set_boxed_logger(Box::new(Buffered { inner })).is_ok() {
         log::set_max_level(level.filter());
-        let _ = std::thread::Builder::new()
+        let flusher = std::thread::Builder::new()
             .name("log-flush".into())
             .spawn(|| SINK.flush_forever());
+        if flusher.is_err() {
+            // Nobody would write the buffer out: write each line at once.
+            SINK.unbuffered.store(true, Ordering::Relaxed);
+        }
     }
     // A panic in a handler is caught and answered 500; log it as one line,
     // through the logger, instead of the default multi-line stderr dump.
@@ -75,20 +80,28 @@ fn text_logger(level: LevelFilter) -> Box<dyn Log> {
 static SINK: Sink = Sink {
     lines: Mutex::new(Vec::new()),
     pending: Condvar::new(),
+    unbuffered: AtomicBool::new(false),
 };
 
 struct Sink {
     lines: Mutex<Vec<u8>>,
     /// Signalled when the buffer stops being empty.
     pending: Condvar,
+    /// Set when the `log-flush` thread could not start.
+    unbuffered: AtomicBool,
 }
 
 impl Sink {
     fn append(&self, bytes: &[u8]) {
         let mut lines = self.lines.lock();
+        // Written out before it would pass the limit, so the buffer's
+        // capacity stays put under heavy logging.
+        if lines.len() + bytes.len() > MAX_BUFFERED {
+            write_lines(&mut lines, &mut std::io::stderr());
+        }
         let was_empty = lines.is_empty();
         lines.extend_from_slice(bytes);
-        if lines.len() >= MAX_BUFFERED {
+        if self.unbuffered.load(Ordering::Relaxed) {
             write_lines(&mut lines, &mut std::io::stderr());
         } else if was_empty {
             drop(lines);
@@ -157,7 +170,8 @@ impl Log for Buffered {
 
     fn log(&self, record: &Record) {
         self.inner.log(record);
-        if record.level() <= Level::Warn {
+        // Only what was written: other crates' records are dropped inside.
+        if record.level() <= Level::Warn && record.target().starts_with(OUR_TARGET) {
             SINK.flush();
         }
     }

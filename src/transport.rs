@@ -28,14 +28,25 @@ use std::time::Duration;
 
 use ureq::Error;
 use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, ShutdownHandle,
-    Transport,
+    Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout,
+    RustlsConnector, ShutdownHandle, Transport,
 };
 
 /// How far a socket timeout may be from the time actually left.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(20);
+/// The least time one address of several is given to connect.
+const MIN_CONNECT_ATTEMPT: Duration = Duration::from_millis(10);
 
-/// Opens plain TCP connections; the first link of the connector chain.
+/// The chain every Discord call goes through: as ureq's default chain,
+/// without SOCKS. A CONNECT proxy from the configuration (ureq reads
+/// `HTTPS_PROXY` and kin) first, then our TCP link, then ureq's TLS.
+pub fn connector() -> impl Connector {
+    ConnectProxyConnector::default()
+        .chain(TcpConnector)
+        .chain(RustlsConnector::default())
+}
+
+/// Opens plain TCP connections.
 #[derive(Debug, Default)]
 pub struct TcpConnector;
 
@@ -65,18 +76,22 @@ impl<In: Transport> Connector<In> for TcpConnector {
 }
 
 /// Tries each resolved address in turn within the call's connect budget.
+/// Each but the last gets half of what is left: an address that swallows
+/// packets (a host without an IPv6 route, say) must not spend the whole
+/// budget that the next address needed.
 fn connect(details: &ConnectionDetails) -> Result<TcpStream, Error> {
     let budget = details.timeout.not_zero().map(|t| *t);
     let started = std::time::Instant::now();
+    let count = details.addrs.len();
     let mut last = None;
-    for addr in details.addrs.iter() {
+    for (index, addr) in details.addrs.iter().enumerate() {
         let attempt = match budget {
             Some(budget) => {
                 let left = budget.saturating_sub(started.elapsed());
                 if left.is_zero() {
                     return Err(Error::Timeout(details.timeout.reason));
                 }
-                TcpStream::connect_timeout(addr, left)
+                TcpStream::connect_timeout(addr, attempt_budget(left, index, count))
             }
             None => TcpStream::connect(addr),
         };
@@ -132,18 +147,31 @@ impl Transport for TcpTransport {
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
         let timeout = timeout.for_read();
+        let left = time_left(timeout)?;
         apply_timeout(
             &self.stream,
             &mut self.read_timeout,
-            time_left(timeout)?,
+            left,
             TcpStream::set_read_timeout,
         )?;
         self.probe_due = false;
+        let started = std::time::Instant::now();
         let read = loop {
             match (&*self.stream).read(self.buffers.input_append_buf()) {
-                // A signal, not the peer: ureq's budget still bounds the call,
-                // and the socket timeout each read.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A signal, not the peer. Linux does not restart a read that
+                // has a timeout; read again with what is left of it.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    let rest = left.map(|l| l.saturating_sub(started.elapsed()));
+                    if rest.is_some_and(|r| r.is_zero()) {
+                        return Err(Error::Timeout(timeout.reason));
+                    }
+                    apply_timeout(
+                        &self.stream,
+                        &mut self.read_timeout,
+                        rest,
+                        TcpStream::set_read_timeout,
+                    )?;
+                }
                 other => break other,
             }
         };
@@ -171,6 +199,15 @@ fn time_left(timeout: NextTimeout) -> Result<Option<Duration>, Error> {
         return Err(Error::Timeout(timeout.reason));
     }
     Ok(timeout.not_zero().map(|t| *t))
+}
+
+/// The time address `index` of `count` gets to connect, of `left`.
+fn attempt_budget(left: Duration, index: usize, count: usize) -> Duration {
+    if index + 1 == count {
+        left
+    } else {
+        (left / 2).max(MIN_CONNECT_ATTEMPT).min(left)
+    }
 }
 
 /// Sets a socket timeout (`set`), unless the one set is within the slack.
@@ -208,60 +245,84 @@ mod tests {
     use std::io::BufRead;
     use std::net::TcpListener;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
     use ureq::unversioned::resolver::DefaultResolver;
 
-    /// What the test server does once it has answered.
+    /// What the test server does to a connection it has answered, once the
+    /// test says go.
     #[derive(Clone, Copy)]
     enum After {
         KeepOpen,
         Close,
-        /// Sends bytes nobody asked for, a moment after the answer.
+        /// Sends bytes nobody asked for.
         Babble,
     }
 
-    /// A loopback server answering each request with a 2-byte JSON body,
-    /// then doing `after`; counts the connections it accepted.
-    fn server(after: After) -> (String, Arc<AtomicUsize>) {
+    struct TestServer {
+        url: String,
+        accepted: Arc<AtomicUsize>,
+        go: mpsc::Sender<()>,
+        done: mpsc::Receiver<()>,
+    }
+
+    /// Reads one request head; false once the peer has gone.
+    fn read_head(reader: &mut impl BufRead) -> Option<String> {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return None;
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                return Some(head);
+            }
+        }
+    }
+
+    /// A loopback server answering each request with a 2-byte JSON body;
+    /// counts the connections it accepted.
+    fn server(after: After) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
+        let (go, go_rx) = mpsc::channel();
+        let go_rx = Arc::new(std::sync::Mutex::new(go_rx));
+        let (done_tx, done) = mpsc::channel();
         let count = Arc::clone(&accepted);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
                 count.fetch_add(1, Ordering::SeqCst);
+                let (go_rx, done_tx) = (Arc::clone(&go_rx), done_tx.clone());
                 std::thread::spawn(move || {
                     let mut reader = io::BufReader::new(stream.try_clone().unwrap());
-                    loop {
-                        let mut line = String::new();
-                        while line != "\r\n" {
-                            line.clear();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                        }
+                    while read_head(&mut reader).is_some() {
                         let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
-                        match after {
-                            After::KeepOpen => {}
-                            After::Close => return,
-                            After::Babble => {
-                                std::thread::sleep(Duration::from_millis(10));
-                                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n");
-                            }
+                        if matches!(after, After::KeepOpen) || go_rx.lock().unwrap().recv().is_err()
+                        {
+                            continue;
                         }
+                        if matches!(after, After::Babble) {
+                            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n");
+                        } else {
+                            let _ = stream.shutdown(std::net::Shutdown::Both);
+                        }
+                        let _ = done_tx.send(());
                     }
                 });
             }
         });
-        (url, accepted)
+        TestServer {
+            url,
+            accepted,
+            go,
+            done,
+        }
     }
 
-    fn agent() -> ureq::Agent {
-        ureq::Agent::with_parts(
-            ureq::Agent::config_builder().build(),
-            TcpConnector.chain(ureq::unversioned::transport::RustlsConnector::default()),
-            DefaultResolver::default(),
-        )
+    fn agent(config: ureq::config::Config) -> ureq::Agent {
+        ureq::Agent::with_parts(config, connector(), DefaultResolver::default())
     }
 
     fn get(agent: &ureq::Agent, url: &str) -> String {
@@ -276,23 +337,25 @@ mod tests {
 
     #[test]
     fn a_pooled_connection_is_reused() {
-        let (url, accepted) = server(After::KeepOpen);
-        let agent = agent();
+        let server = server(After::KeepOpen);
+        let agent = agent(ureq::config::Config::default());
         for _ in 0..3 {
-            assert_eq!(get(&agent, &url), "{}");
+            assert_eq!(get(&agent, &server.url), "{}");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
     }
 
-    /// Two calls, the second once whatever `after` does has reached our
-    /// socket; returns how many connections the server saw.
+    /// Two calls; between them, once the first connection is back in the
+    /// pool, the server does `after` to it. Returns how many connections the
+    /// server saw.
     fn connections_for_two_calls(after: After) -> usize {
-        let (url, accepted) = server(after);
-        let agent = agent();
-        assert_eq!(get(&agent, &url), "{}");
-        std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(get(&agent, &url), "{}");
-        accepted.load(Ordering::SeqCst)
+        let server = server(after);
+        let agent = agent(ureq::config::Config::default());
+        assert_eq!(get(&agent, &server.url), "{}");
+        server.go.send(()).unwrap();
+        server.done.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(get(&agent, &server.url), "{}");
+        server.accepted.load(Ordering::SeqCst)
     }
 
     #[test]
@@ -303,6 +366,64 @@ mod tests {
     #[test]
     fn a_pooled_connection_with_bytes_nobody_asked_for_is_not_used_again() {
         assert_eq!(connections_for_two_calls(After::Babble), 2);
+    }
+
+    /// A CONNECT proxy on loopback: tunnels each connection to the target
+    /// its request names; counts the tunnels.
+    fn connect_proxy() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let tunnels = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&tunnels);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let count = Arc::clone(&count);
+                std::thread::spawn(move || {
+                    let mut reader = io::BufReader::new(client.try_clone().unwrap());
+                    let Some(head) = read_head(&mut reader) else {
+                        return;
+                    };
+                    let Some(target) = head
+                        .strip_prefix("CONNECT ")
+                        .and_then(|rest| rest.split(' ').next())
+                    else {
+                        return;
+                    };
+                    let mut upstream = TcpStream::connect(target).unwrap();
+                    count.fetch_add(1, Ordering::SeqCst);
+                    client
+                        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                        .unwrap();
+                    let mut back = upstream.try_clone().unwrap();
+                    let mut to_client = client.try_clone().unwrap();
+                    std::thread::spawn(move || io::copy(&mut back, &mut to_client));
+                    let _ = io::copy(&mut reader, &mut upstream);
+                });
+            }
+        });
+        (url, tunnels)
+    }
+
+    #[test]
+    fn a_configured_connect_proxy_carries_the_calls() {
+        let server = server(After::KeepOpen);
+        let (proxy, tunnels) = connect_proxy();
+        let config = ureq::Agent::config_builder()
+            .proxy(Some(ureq::Proxy::new(&proxy).unwrap()))
+            .build();
+        assert_eq!(get(&agent(config), &server.url), "{}");
+        assert_eq!(tunnels.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn each_address_but_the_last_gets_half_the_connect_time_left() {
+        let five = Duration::from_secs(5);
+        assert_eq!(attempt_budget(five, 0, 3), five / 2);
+        assert_eq!(attempt_budget(five, 2, 3), five);
+        assert_eq!(attempt_budget(five, 0, 1), five);
+        let tiny = Duration::from_millis(4);
+        assert_eq!(attempt_budget(tiny, 0, 2), tiny, "never more than is left");
     }
 
     #[test]
