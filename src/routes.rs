@@ -325,17 +325,18 @@ impl Api {
         let origin = request.and_then(|r| r.header("origin"));
         self.cors.apply(origin, &mut response);
         let (method, target) = request.map_or(("-", "-"), |r| (r.method(), r.target()));
+        let elapsed = context.started.elapsed();
         metrics::global().observe_request(
             method,
             request.map_or("unmatched", |r| route_label(r.path())),
             response.status,
-            context.started.elapsed(),
+            elapsed,
         );
         if !log::log_enabled!(log::Level::Info) {
             return response;
         }
         let (method, target) = (log_safe(method), log_safe(target));
-        let duration_ms = (context.started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+        let duration_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0;
         let session = context.session_prefix.as_deref().unwrap_or("-");
         log::info!(
             method = &*method, target = &*target, status = response.status,

@@ -19,7 +19,6 @@
 //! - responses on a connection are written in request order (pipelining);
 //! - this module knows HTTP framing, not routes, sessions or Discord.
 
-use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::ops::Range;
@@ -75,12 +74,14 @@ pub struct Request {
 }
 
 impl Request {
+    /// Header values are decoded once, here; invalid UTF-8 becomes U+FFFD.
     fn new<'a>(
         method: &str,
         target: &str,
-        headers: impl ExactSizeIterator<Item = (&'a str, Cow<'a, str>)> + Clone,
+        headers: impl ExactSizeIterator<Item = (&'a str, &'a [u8])> + Clone,
         peer: SocketAddr,
     ) -> Self {
+        // Raw lengths: exact unless a value needed U+FFFD, when the String grows.
         let length = method.len()
             + target.len()
             + headers
@@ -96,7 +97,7 @@ impl Request {
         let target = append(target);
         let mut ranges = Vec::with_capacity(headers.len());
         for (name, value) in headers {
-            ranges.push((append(name), append(&value)));
+            ranges.push((append(name), append(&String::from_utf8_lossy(value))));
         }
         Request {
             text,
@@ -157,7 +158,7 @@ impl Request {
         let mut request = Request::new(
             method,
             target,
-            headers.iter().map(|(n, v)| (*n, Cow::Borrowed(*v))),
+            headers.iter().map(|(n, v)| (*n, v.as_bytes())),
             SocketAddr::from(([127, 0, 0, 1], 1)),
         );
         request.body = body.to_vec();
@@ -601,10 +602,7 @@ impl<'a> Connection<'a> {
         let request = Request::new(
             parsed.method.unwrap_or_default(),
             parsed.path.unwrap_or_default(),
-            parsed
-                .headers
-                .iter()
-                .map(|h| (h.name, String::from_utf8_lossy(h.value))),
+            parsed.headers.iter().map(|h| (h.name, h.value)),
             self.peer,
         );
         let connection = request.header("connection").unwrap_or("");

@@ -106,12 +106,7 @@ fn several_sessions_may_share_one_bot_token() {
 fn logout_answers_200_and_the_session_is_gone_at_once() {
     let (_fake, service) = setup(&[]);
     let session = service.session(TOKEN);
-    let reply = service.request(
-        "POST",
-        "/api/auth/logout",
-        &[("Authorization", &session)],
-        None,
-    );
+    let reply = service.logout(&session);
     assert_eq!(reply.status, 200);
     assert_eq!(reply.json(), json!({"message": "Logged out successfully"}));
     assert_eq!(service.get("/api/guilds", &session).status, 401);
@@ -212,12 +207,7 @@ fn token_rejected_by_discord_ends_every_session_of_that_bot() {
 fn session_events_are_logged_with_bot_id_and_name() {
     let (_fake, service) = setup(&[]);
     let session = service.session(TOKEN);
-    service.request(
-        "POST",
-        "/api/auth/logout",
-        &[("Authorization", &session)],
-        None,
-    );
+    service.logout(&session);
     let prefix = &session[..6];
     assert!(service.wait_for_log(&format!(
         "session {prefix} created for bot {BOT_ID} (TestBot)"
@@ -238,12 +228,7 @@ fn logout_also_ends_a_request_still_waiting_for_its_turn() {
         std::thread::sleep(std::time::Duration::from_millis(200));
         let waiting = scope.spawn(|| service.get("/api/guilds", &session));
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let out = service.request(
-            "POST",
-            "/api/auth/logout",
-            &[("Authorization", &session)],
-            None,
-        );
+        let out = service.logout(&session);
         assert_eq!(out.status, 200, "{}", out.text);
         assert_eq!(slow.join().unwrap(), 200, "already with Discord");
         let waited = waiting.join().unwrap();

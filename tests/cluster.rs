@@ -31,9 +31,7 @@ fn guilds(service: &Service, session: &str) -> u16 {
 
 #[test]
 fn session_made_on_a_works_on_b_and_logout_on_b_ends_it_on_a_at_once() {
-    let Some(redis) = RedisServer::start_or_skip(
-        "cluster::session_made_on_a_works_on_b_and_logout_on_b_ends_it_on_a_at_once",
-    ) else {
+    let Some(redis) = RedisServer::start_or_skip() else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -41,12 +39,7 @@ fn session_made_on_a_works_on_b_and_logout_on_b_ends_it_on_a_at_once() {
     let b = instance(&fake, &redis, &[]);
     let session = a.session(TOKEN);
     assert_eq!(guilds(&b, &session), 200);
-    let out = b.request(
-        "POST",
-        "/api/auth/logout",
-        &[("Authorization", &session)],
-        None,
-    );
+    let out = b.logout(&session);
     assert_eq!(out.status, 200, "{}", out.text);
     assert_eq!(guilds(&a, &session), 401);
     assert_eq!(guilds(&b, &session), 401);
@@ -54,9 +47,7 @@ fn session_made_on_a_works_on_b_and_logout_on_b_ends_it_on_a_at_once() {
 
 #[test]
 fn a_restarted_instance_still_serves_its_sessions() {
-    let Some(redis) =
-        RedisServer::start_or_skip("cluster::a_restarted_instance_still_serves_its_sessions")
-    else {
+    let Some(redis) = RedisServer::start_or_skip() else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -71,8 +62,7 @@ fn a_restarted_instance_still_serves_its_sessions() {
 
 #[test]
 fn max_sessions_holds_across_the_cluster() {
-    let Some(redis) = RedisServer::start_or_skip("cluster::max_sessions_holds_across_the_cluster")
-    else {
+    let Some(redis) = RedisServer::start_or_skip() else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -87,9 +77,7 @@ fn max_sessions_holds_across_the_cluster() {
 
 #[test]
 fn idle_sessions_expire_in_redis_and_use_refreshes_them() {
-    let Some(redis) =
-        RedisServer::start_or_skip("cluster::idle_sessions_expire_in_redis_and_use_refreshes_them")
-    else {
+    let Some(redis) = RedisServer::start_or_skip() else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -105,9 +93,7 @@ fn idle_sessions_expire_in_redis_and_use_refreshes_them() {
 
 #[test]
 fn redis_down_answers_503_with_the_reason_at_once_and_recovers_by_itself() {
-    let Some(mut redis) = RedisServer::start_or_skip(
-        "cluster::redis_down_answers_503_with_the_reason_at_once_and_recovers_by_itself",
-    ) else {
+    let Some(mut redis) = RedisServer::start_or_skip() else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -150,9 +136,7 @@ fn redis_down_answers_503_with_the_reason_at_once_and_recovers_by_itself() {
 
 #[test]
 fn a_request_costs_one_redis_round_trip_for_its_session() {
-    let Some(redis) =
-        RedisServer::start_or_skip("cluster::a_request_costs_one_redis_round_trip_for_its_session")
-    else {
+    let Some(redis) = RedisServer::start_or_skip() else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -200,9 +184,7 @@ fn a_request_costs_one_redis_round_trip_for_its_session() {
 
 #[test]
 fn redis_holds_no_token_and_no_session_id_in_clear() {
-    let Some(redis) =
-        RedisServer::start_or_skip("cluster::redis_holds_no_token_and_no_session_id_in_clear")
-    else {
+    let Some(redis) = RedisServer::start_or_skip() else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -289,9 +271,7 @@ fn load_world() -> Value {
 
 #[test]
 fn two_instances_hammering_one_bot_keep_discords_limits_between_them() {
-    let Some(redis) = RedisServer::start_or_skip(
-        "cluster::two_instances_hammering_one_bot_keep_discords_limits_between_them",
-    ) else {
+    let Some(redis) = RedisServer::start_or_skip() else {
         return;
     };
     let fake = Fake::start_with(&load_world(), DISCORD_LIMITS);
@@ -373,9 +353,7 @@ fn two_instances_hammering_one_bot_keep_discords_limits_between_them() {
 
 #[test]
 fn invalid_requests_are_counted_for_the_whole_outbound_ip_group() {
-    let Some(redis) = RedisServer::start_or_skip(
-        "cluster::invalid_requests_are_counted_for_the_whole_outbound_ip_group",
-    ) else {
+    let Some(redis) = RedisServer::start_or_skip() else {
         return;
     };
     let fake = Fake::start(&standard());
@@ -405,9 +383,7 @@ fn invalid_requests_are_counted_for_the_whole_outbound_ip_group() {
 
 #[test]
 fn a_busy_bots_index_forgets_its_expired_sessions() {
-    let Some(redis) =
-        RedisServer::start_or_skip("cluster::a_busy_bots_index_forgets_its_expired_sessions")
-    else {
+    let Some(redis) = RedisServer::start_or_skip() else {
         return;
     };
     let fake = Fake::start(&standard());

@@ -436,12 +436,7 @@ fn real_answers_match_the_documented_schemas() {
         assert!(reply.text.len() > 2, "{path} answered an empty list");
         assert_conforms(&doc, "GET", path, reply);
     }
-    let logout = service.request(
-        "POST",
-        "/api/auth/logout",
-        &[("Authorization", &session)],
-        None,
-    );
+    let logout = service.logout(&session);
     assert_eq!(logout.status, 200);
     assert_conforms(&doc, "POST", "/api/auth/logout", &logout);
 }

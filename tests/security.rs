@@ -29,12 +29,7 @@ fn exercise(fake: &Fake, service: &Service) -> Vec<Reply> {
     replies.push(service.login("MTA5.bad-token.Xx_x"));
     fake.revoke(TOKEN);
     replies.push(service.get("/api/guilds", &session));
-    replies.push(service.request(
-        "POST",
-        "/api/auth/logout",
-        &[("Authorization", &session)],
-        None,
-    ));
+    replies.push(service.logout(&session));
     replies
 }
 
@@ -76,12 +71,7 @@ fn logs_show_a_session_id_only_as_its_first_6_characters() {
     let session = service.session(TOKEN);
     service.get("/api/guilds", &session);
     service.get("/api/guilds", &format!("Bearer {session}"));
-    service.request(
-        "POST",
-        "/api/auth/logout",
-        &[("Authorization", &session)],
-        None,
-    );
+    service.logout(&session);
     assert!(service.wait_for_log("logged out"));
     let logs = service.logs();
     assert!(

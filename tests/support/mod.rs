@@ -363,6 +363,15 @@ impl Service {
         self.post_json("/api/auth/login", &json!({ "token": token }).to_string())
     }
 
+    pub fn logout(&self, session: &str) -> Reply {
+        self.request(
+            "POST",
+            "/api/auth/logout",
+            &[("Authorization", session)],
+            None,
+        )
+    }
+
     /// Logs in and returns the session ID, failing the test otherwise.
     pub fn session(&self, token: &str) -> String {
         let reply = self.login(token);

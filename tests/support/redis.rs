@@ -45,10 +45,13 @@ fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    /// A fresh redis-server, or `None` (after one loud line) when it is
-    /// not installed.
-    pub fn start_or_skip(test: &str) -> Option<RedisServer> {
+    /// A fresh redis-server, or `None` (after one loud line naming the
+    /// test, which libtest runs on a thread of its name) when it is not
+    /// installed.
+    pub fn start_or_skip() -> Option<RedisServer> {
         if !installed() {
+            let thread = std::thread::current();
+            let test = thread.name().unwrap_or("a Redis test");
             // Straight to the stderr handle: libtest captures `eprintln!`
             // of passing tests, and this line must be seen.
             let _ = writeln!(
