@@ -12,6 +12,7 @@ help:
 	@echo "make static   a fully static musl binary"
 	@echo "make bench    the benchmark table of benches/RESULTS.md, measured on this machine"
 	@echo "make bench-micro  micro-benchmarks of the hot paths (divan); also run by make bench"
+	@echo "make bench-compare BASE=old-binary  scenario A, an older build against this one, in one sitting"
 	@echo "make bench-curve  the 50 ms scenario at 64/256/1024 connections, RSS at 1k/10k/100k sessions"
 	@echo "make fuzz-api schemathesis against the API, driven by its own OpenAPI document (FUZZ_MAX_EXAMPLES=n)"
 
@@ -66,6 +67,16 @@ bench-curve:
 	$(CARGO) build --release --bin discord-bot-backend
 	cd benches/upstream && $(CARGO) build --release
 	python3 benches/bench.py curve
+
+# Scenario A for an older build against this one, alternated in one sitting
+# (BASE=path to the older binary; ROUNDS runs of each, default 3).
+.PHONY: bench-compare
+bench-compare:
+	@test -x "$(BASE)" || { echo "usage: make bench-compare BASE=path/to/an/older/discord-bot-backend [ROUNDS=3]"; exit 2; }
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(CARGO) build --release --bin discord-bot-backend
+	cd benches/upstream && $(CARGO) build --release
+	python3 benches/bench.py compare $(BASE) target/release/discord-bot-backend $(or $(ROUNDS),3)
 
 # Sessions, rate limiter, request front and query parsing in isolation, no
 # network (benches/micro.rs); the numbers are in benches/RESULTS.md.

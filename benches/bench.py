@@ -14,6 +14,9 @@ Scenarios (issue #4):
   A-R. scenario A with sessions and cluster rate limits in Redis (issue #6),
   against a local redis-server started for it, beside A in memory.
 
+`bench.py compare OLD NEW [ROUNDS]` (make bench-compare): scenario A for two
+builds of the service, alternated in one sitting.
+
 Environment: BENCH_SECONDS (default 10) per wrk run, BENCH_BOTS (default 1000),
 BENCH_SERVICE_FLAGS (extra service flags, e.g. "--workers 512"), BENCH_REDIS=0
 to skip A-R (it is skipped, with a line saying so, without redis-server).
@@ -295,9 +298,38 @@ def curve():
     print("\n".join(rows))
 
 
+def compare(before, after, rounds):
+    """`make bench-compare BASE=...`: scenario A for two builds, alternated
+    in one sitting (before, after, before, after, ...), because on these
+    machines CPU time moves 20-30 % between sittings but far less between
+    neighbouring runs. Prints each run and the medians."""
+    global SERVICE
+    runs = {before: [], after: []}
+    for round_ in range(rounds):
+        for binary in (before, after):
+            SERVICE = binary
+            results = {}
+            scenario(0, 64, results, "A")
+            a = results["A"]
+            runs[binary].append(a)
+            print(f"round {round_ + 1} {binary}: {a['cpu_us']:.1f} us CPU per request, "
+                  f"throughput {a['ratio']:.3f} of direct", flush=True)
+
+    def median(values):
+        values = sorted(values)
+        return values[len(values) // 2]
+    cpu = {b: median([r["cpu_us"] for r in runs[b]]) for b in runs}
+    ratio = {b: median([r["ratio"] for r in runs[b]]) for b in runs}
+    print(f"median of {rounds}: before {cpu[before]:.1f} us, after {cpu[after]:.1f} us "
+          f"(after / before {cpu[after] / cpu[before]:.3f}); throughput ratio "
+          f"{ratio[before]:.3f} -> {ratio[after]:.3f}")
+
+
 def main():
     if sys.argv[1:] == ["curve"]:
         return curve()
+    if sys.argv[1:2] == ["compare"] and len(sys.argv) in (4, 5):
+        return compare(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) == 5 else 3)
     for binary in (SERVICE, UPSTREAM):
         if not os.path.exists(binary):
             raise SystemExit(f"missing {binary}: run `make bench`, which builds it")

@@ -21,17 +21,16 @@ use std::time::{Duration, Instant};
 
 use divan::Bencher;
 
-use discord_bot_backend::bots::{Bot, BotRegistry, Token};
-use discord_bot_backend::clients::{ClientLimiter, TrustedProxies};
-use discord_bot_backend::config::CorsOrigins;
-use discord_bot_backend::cors::Cors;
+use discord_bot_backend::api::Api;
+use discord_bot_backend::api::query::Query;
 use discord_bot_backend::discord::Discord;
-use discord_bot_backend::guard::{InvalidRequests, LoginThrottle};
-use discord_bot_backend::query::Query;
-use discord_bot_backend::ratelimit::{BotLimiter, Clock, Observed, RouteKey, SystemClock};
-use discord_bot_backend::routes::Api;
-use discord_bot_backend::server::{Handler, Request};
-use discord_bot_backend::sessions::{MemoryStore, SessionId, SessionStore, StoreError};
+use discord_bot_backend::discord::bots::{Bot, BotRegistry, Token};
+use discord_bot_backend::discord::guard::{InvalidRequests, LoginThrottle};
+use discord_bot_backend::discord::ratelimit::{BotLimiter, Clock, Observed, RouteKey, SystemClock};
+use discord_bot_backend::http::clients::{ClientLimiter, TrustedProxies};
+use discord_bot_backend::http::cors::{Cors, CorsOrigins};
+use discord_bot_backend::http::server::{Handler, Request};
+use discord_bot_backend::store::{MemoryStore, SessionId, SessionStore, StoreError};
 
 fn main() {
     divan::main();

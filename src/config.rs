@@ -7,10 +7,12 @@
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
-use crate::clients::TrustedProxies;
-use crate::seal::SessionKey;
+use crate::http::clients::TrustedProxies;
+use crate::http::cors::{CorsOrigins, parse_origins};
+use crate::observe::logging::{LogFormat, LogLevel};
+use crate::store::seal::SessionKey;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -187,59 +189,6 @@ impl Config {
     pub fn max_in_flight_per_bot(&self) -> usize {
         (usize::from(self.workers) / 2).max(1)
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    pub fn filter(self) -> log::LevelFilter {
-        match self {
-            LogLevel::Error => log::LevelFilter::Error,
-            LogLevel::Warn => log::LevelFilter::Warn,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Debug => log::LevelFilter::Debug,
-            LogLevel::Trace => log::LevelFilter::Trace,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// Which browser origins may read responses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CorsOrigins {
-    Any,
-    List(Vec<String>),
-}
-
-fn parse_origins(value: &str) -> Result<CorsOrigins, String> {
-    if value.trim() == "*" {
-        return Ok(CorsOrigins::Any);
-    }
-    let mut origins = Vec::new();
-    for origin in value.split(',').map(str::trim) {
-        let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))
-            && !origin.ends_with('/')
-            && origin.bytes().all(|b| b.is_ascii_graphic());
-        if !well_formed {
-            return Err(format!(
-                "`{origin}` is not an origin like https://example.com (no path, no trailing slash)"
-            ));
-        }
-        origins.push(origin.to_string());
-    }
-    Ok(CorsOrigins::List(origins))
 }
 
 /// A value parser for options that may hold a secret (a password in a

@@ -4,23 +4,16 @@
 //! token, calls Discord's REST API for them within the bot's rate limits, and
 //! returns Discord's JSON. `ARCHITECTURE.md` has the map; the HTTP contract is
 //! `API.md` in the shared docs. `main.rs` wires these modules together.
+//!
+//! The folders are layers, each importing only from those listed after it:
+//! `api` (routes and handlers) → `http` (the HTTP/1.1 front) and `store`
+//! (sessions, Redis) → `discord` (the REST client, its limits and bots) →
+//! `observe` (metrics, logging). `config` sits beside `main` and may import
+//! any of them; none imports it.
 
-pub mod bots;
-pub mod clients;
-pub mod cluster;
+pub mod api;
 pub mod config;
-pub mod cors;
 pub mod discord;
-pub mod error;
-pub mod guard;
-pub mod logging;
-pub mod metrics;
-pub mod query;
-pub mod ratelimit;
-pub mod redis_store;
-pub mod routes;
-pub mod seal;
-pub mod server;
-pub mod sessions;
-pub mod snowflake;
-pub mod transport;
+pub mod http;
+pub mod observe;
+pub mod store;

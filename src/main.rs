@@ -8,19 +8,18 @@ use std::time::Duration;
 use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
-use discord_bot_backend::bots::BotRegistry;
-use discord_bot_backend::clients::ClientLimiter;
-use discord_bot_backend::cluster::{RedisInvalidCount, RedisLimiter};
+use discord_bot_backend::api::Api;
 use discord_bot_backend::config::Config;
-use discord_bot_backend::cors::Cors;
 use discord_bot_backend::discord::Discord;
-use discord_bot_backend::guard::{InvalidRequests, LoginThrottle};
-use discord_bot_backend::logging;
-use discord_bot_backend::ratelimit::SystemClock;
-use discord_bot_backend::redis_store::{RedisPool, RedisStore};
-use discord_bot_backend::routes::Api;
-use discord_bot_backend::server::{Limits, Server};
-use discord_bot_backend::sessions::{self, MemoryStore, SessionStore};
+use discord_bot_backend::discord::bots::BotRegistry;
+use discord_bot_backend::discord::guard::{InvalidRequests, LoginThrottle};
+use discord_bot_backend::discord::ratelimit::SystemClock;
+use discord_bot_backend::http::clients::ClientLimiter;
+use discord_bot_backend::http::cors::Cors;
+use discord_bot_backend::http::server::{Limits, Server};
+use discord_bot_backend::observe::logging;
+use discord_bot_backend::store::redis::{RedisInvalidCount, RedisLimiter, RedisPool, RedisStore};
+use discord_bot_backend::store::{self, MemoryStore, SessionStore};
 
 /// Longest the sweeper sleeps between passes; shorter idle timeouts sweep
 /// four times per timeout, so a session outlives its timeout by at most 25 %.
@@ -134,7 +133,7 @@ fn run(config: &Config) -> Result<(), String> {
         proxies: config.trusted_proxies.clone(),
     });
     let sweep_api = Arc::clone(&api);
-    sessions::spawn_sweeper(
+    store::sessions::spawn_sweeper(
         store,
         bots,
         move || {

@@ -3,7 +3,7 @@
 //! router serves and nothing else, only statuses the service can answer, and
 //! bodies the service really sends.
 //!
-//! The document is checked against `routes::route_table()` and `ApiError`
+//! The document is checked against `api::route_table()` and `ApiError`
 //! here, at compile-and-test time; `make fuzz-api` (schemathesis) checks it
 //! against generated requests.
 
@@ -11,8 +11,8 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use discord_bot_backend::error::ApiError;
-use discord_bot_backend::routes::{OPENAPI, route_table};
+use discord_bot_backend::api::ApiError;
+use discord_bot_backend::api::{OPENAPI, route_table};
 use serde_json::Value;
 use support::world::*;
 use support::{Fake, Reply, Service};
@@ -69,7 +69,7 @@ fn operation<'a>(doc: &'a Value, method: &str, path: &str) -> &'a Value {
 
 /// Every variant of the error type, each once. The match below stops
 /// compiling when a variant is added, so this list cannot silently fall
-/// behind `src/error.rs`.
+/// behind `src/api/error.rs`.
 fn every_error() -> Vec<ApiError> {
     let all = vec![
         ApiError::bad_request("x"),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-use crate::bots::{Bot, BotRegistry};
+use crate::discord::bots::{Bot, BotRegistry};
 
 /// Length of a session ID: 21 characters of nanoid's 64-letter alphabet is
 /// 126 bits of randomness.
@@ -242,7 +242,7 @@ pub fn spawn_sweeper(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bots::Token;
+    use crate::discord::bots::Token;
 
     fn bot(registry: &BotRegistry, token: &str) -> Arc<Bot> {
         registry.get_or_create(Token::parse(token).unwrap())

@@ -9,8 +9,8 @@
 use std::borrow::Cow;
 use std::ops::RangeInclusive;
 
-use crate::error::ApiError;
-use crate::snowflake::Snowflake;
+use crate::api::error::ApiError;
+use crate::discord::Snowflake;
 
 /// Parameters beyond this many are refused: no route takes more than five.
 const MAX_PARAMS: usize = 32;

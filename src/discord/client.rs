@@ -1,5 +1,6 @@
-//! discord: the client for Discord's REST API: builds URLs, sends the bot's
-//! token, honours the bot's rate limits, maps Discord's answers to `ApiError`.
+//! client: the client for Discord's REST API: sends the bot's token,
+//! honours the bot's rate limits, turns Discord's answers into bodies or
+//! `discord::Error`s.
 //!
 //! Architecture invariants:
 //! - this is the only module that knows Discord URLs; a `Route` is built from
@@ -15,14 +16,14 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::bots::Bot;
-use crate::cluster::{Admission, Answer, ClusterLimiter, Ticket};
-use crate::error::ApiError;
-use crate::guard::InvalidRequests;
-use crate::metrics;
-use crate::ratelimit::{Clock, Observed, RouteKey, Slot};
-use crate::snowflake::Snowflake;
-use crate::transport;
+use crate::discord::Error;
+use crate::discord::bots::Bot;
+use crate::discord::cluster::{Admission, Answer, ClusterLimiter, Ticket};
+use crate::discord::guard::InvalidRequests;
+use crate::discord::ratelimit::{Clock, Observed, RouteKey, Slot};
+use crate::discord::route::Route;
+use crate::discord::transport;
+use crate::observe::metrics;
 
 /// Discord requires `DiscordBot ($url, $versionNumber)`; other agents "may be
 /// blocked" by Cloudflare (`reference.mdx`, "User Agent").
@@ -52,97 +53,11 @@ const INPUT_BUFFER: usize = 16 * 1024;
 /// Discord's response heads are a few KiB; anything larger is refused. A
 /// head must fit the input buffer whole.
 const MAX_RESPONSE_HEAD: usize = INPUT_BUFFER;
+/// Why a request waiting on this service's own view of the limits gives up.
+const AT_LIMIT: &str =
+    "this bot is at Discord's rate limit for this route; retry after the given time";
 /// 429s answered in a row before we give the client Discord's wait instead.
 const MAX_429_RETRIES: u32 = 3;
-
-/// Discord's page sizes.
-pub const GUILDS_PAGE: u16 = 200;
-pub const MEMBERS_PAGE: u16 = 1000;
-pub const MESSAGES_PAGE: u16 = 100;
-
-/// A message-list cursor; Discord takes at most one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cursor {
-    Before(Snowflake),
-    After(Snowflake),
-    Around(Snowflake),
-}
-
-/// Every Discord call this service makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
-    CurrentUser,
-    CurrentUserGuilds {
-        after: Option<Snowflake>,
-        limit: u16,
-    },
-    GuildMembers {
-        guild: Snowflake,
-        after: Option<Snowflake>,
-        limit: u16,
-    },
-    GuildChannels {
-        guild: Snowflake,
-    },
-    ChannelMessages {
-        channel: Snowflake,
-        cursor: Option<Cursor>,
-        limit: u16,
-    },
-}
-
-impl Route {
-    /// The path and query below the API base. Every value interpolated here
-    /// is a `Snowflake` or an integer.
-    fn path(&self) -> String {
-        match *self {
-            Route::CurrentUser => "/users/@me".into(),
-            Route::CurrentUserGuilds { after, limit } => match after {
-                Some(after) => format!("/users/@me/guilds?limit={limit}&after={after}"),
-                None => format!("/users/@me/guilds?limit={limit}"),
-            },
-            Route::GuildMembers {
-                guild,
-                after,
-                limit,
-            } => match after {
-                Some(after) => format!("/guilds/{guild}/members?limit={limit}&after={after}"),
-                None => format!("/guilds/{guild}/members?limit={limit}"),
-            },
-            Route::GuildChannels { guild } => format!("/guilds/{guild}/channels"),
-            Route::ChannelMessages {
-                channel,
-                cursor,
-                limit,
-            } => {
-                let base = format!("/channels/{channel}/messages?limit={limit}");
-                match cursor {
-                    None => base,
-                    Some(Cursor::Before(id)) => format!("{base}&before={id}"),
-                    Some(Cursor::After(id)) => format!("{base}&after={id}"),
-                    Some(Cursor::Around(id)) => format!("{base}&around={id}"),
-                }
-            }
-        }
-    }
-
-    /// The rate-limit identity of this call: template plus top-level id.
-    pub fn key(&self) -> RouteKey {
-        let (template, top_level) = match *self {
-            Route::CurrentUser => ("GET /users/@me", None),
-            Route::CurrentUserGuilds { .. } => ("GET /users/@me/guilds", None),
-            Route::GuildMembers { guild, .. } => ("GET /guilds/:guild_id/members", Some(guild)),
-            Route::GuildChannels { guild } => ("GET /guilds/:guild_id/channels", Some(guild)),
-            Route::ChannelMessages { channel, .. } => {
-                ("GET /channels/:channel_id/messages", Some(channel))
-            }
-        };
-        RouteKey {
-            template,
-            top_level: top_level.map(Snowflake::get),
-        }
-    }
-}
 
 /// The shared Discord client: one pooled agent for every bot and worker.
 pub struct Discord {
@@ -206,21 +121,22 @@ impl Discord {
     fn cluster_admit(
         &self,
         bot: &Bot,
-        route: crate::ratelimit::RouteKey,
+        route: RouteKey,
         deadline: Instant,
-    ) -> Result<Option<Ticket>, ApiError> {
+    ) -> Result<Option<Ticket>, Error> {
         let Some(cluster) = &self.cluster else {
             return Ok(None);
         };
         loop {
-            match cluster.admit(bot, route)? {
+            let admission = cluster
+                .admit(bot, route)
+                .map_err(|unreachable| Error::ClusterUnreachable(unreachable.0))?;
+            match admission {
                 Admission::Go(ticket) => return Ok(Some(ticket)),
                 Admission::Wait(wait) => {
                     if self.clock.now() + wait > deadline {
-                        return Err(ApiError::RateLimited {
-                            message: "this bot is at Discord's rate limit for this route; \
-                                      retry after the given time"
-                                .into(),
+                        return Err(Error::RateLimited {
+                            message: AT_LIMIT,
                             retry_after: wait,
                         });
                     }
@@ -238,23 +154,23 @@ impl Discord {
     /// `deadline`, the client request's wait budget), retries once on a 5xx
     /// or dropped connection, retries a 429 when Discord's wait ends before
     /// the deadline. Returns Discord's JSON body.
-    pub fn get(&self, bot: &Bot, route: Route, deadline: Instant) -> Result<Vec<u8>, ApiError> {
+    pub fn get(&self, bot: &Bot, route: Route, deadline: Instant) -> Result<Vec<u8>, Error> {
         let key = route.key();
         let url = format!("{}{}", self.base, route.path());
         let mut retried_failure = false;
         let mut rate_limited = 0;
         loop {
             if bot.is_rejected() {
-                return Err(ApiError::TokenRejected);
+                return Err(Error::TokenRejected);
             }
             let asked = self.clock.now();
-            let slot = bot.limiter.acquire(key, &*self.clock, deadline).map_err(|too_long| {
-                ApiError::RateLimited {
-                    message: "this bot is at Discord's rate limit for this route; retry after the given time"
-                        .into(),
+            let slot = bot
+                .limiter
+                .acquire(key, &*self.clock, deadline)
+                .map_err(|too_long| Error::RateLimited {
+                    message: AT_LIMIT,
                     retry_after: too_long.wait,
-                }
-            })?;
+                })?;
             let ticket = match self.cluster_admit(bot, key, deadline) {
                 Ok(ticket) => ticket,
                 Err(error) => {
@@ -278,8 +194,8 @@ impl Discord {
                     rate_limited += 1;
                     let fits = self.clock.now() + retry_after <= deadline;
                     if !fits || rate_limited > MAX_429_RETRIES {
-                        return Err(ApiError::RateLimited {
-                            message: "rate limited by Discord; retry after the given time".into(),
+                        return Err(Error::RateLimited {
+                            message: "rate limited by Discord; retry after the given time",
                             retry_after,
                         });
                     }
@@ -362,16 +278,16 @@ impl Discord {
         let is_json = looks_like_json(&body);
         match status {
             200..=299 if is_json => Outcome::Done(Ok(body)),
-            200..=299 => Outcome::Retryable(ApiError::BadGateway(
+            200..=299 => Outcome::Retryable(Error::BadAnswer(
                 "Discord answered with a body that is not JSON".into(),
             )),
             401 => {
                 bot.mark_rejected();
-                Outcome::Done(Err(ApiError::TokenRejected))
+                Outcome::Done(Err(Error::TokenRejected))
             }
             403 => {
                 let e = discord_error(&body);
-                Outcome::Done(Err(ApiError::Forbidden {
+                Outcome::Done(Err(Error::Forbidden {
                     message: format!(
                         "Discord refused the bot access: {}",
                         e.message_or("Missing Access")
@@ -381,17 +297,17 @@ impl Discord {
             }
             404 => {
                 let e = discord_error(&body);
-                Outcome::Done(Err(ApiError::NotFound {
+                Outcome::Done(Err(Error::NotFound {
                     message: format!("Discord says: {}", e.message_or("Not Found")),
                     code: e.code,
                 }))
             }
-            500..=599 => Outcome::Retryable(ApiError::BadGateway(format!(
+            500..=599 => Outcome::Retryable(Error::BadAnswer(format!(
                 "Discord answered {status}; try again shortly"
             ))),
             _ => {
                 let e = discord_error(&body);
-                Outcome::Done(Err(ApiError::BadGateway(format!(
+                Outcome::Done(Err(Error::BadAnswer(format!(
                     "Discord answered {status} unexpectedly: {}",
                     e.message_or("no message")
                 ))))
@@ -434,11 +350,8 @@ fn looks_like_json(body: &[u8]) -> bool {
 /// A timeout is a 504 at once; anything else may be retried once.
 fn transport_failure(err: &ureq::Error, what: &str) -> Outcome {
     match err {
-        ureq::Error::Timeout(_) => Outcome::Done(Err(ApiError::GatewayTimeout)),
-        other => Outcome::Retryable(ApiError::BadGateway(format!(
-            "{what} ({})",
-            describe(other)
-        ))),
+        ureq::Error::Timeout(_) => Outcome::Done(Err(Error::Timeout)),
+        other => Outcome::Retryable(Error::BadAnswer(format!("{what} ({})", describe(other)))),
     }
 }
 
@@ -493,9 +406,9 @@ impl ureq::unversioned::resolver::Resolver for CachingResolver {
 }
 
 enum Outcome {
-    Done(Result<Vec<u8>, ApiError>),
+    Done(Result<Vec<u8>, Error>),
     /// May be retried once: a 5xx, a dropped connection, a broken body.
-    Retryable(ApiError),
+    Retryable(Error),
     RateLimited {
         retry_after: Duration,
     },
@@ -551,48 +464,6 @@ fn describe(err: &ureq::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn id(n: u64) -> Snowflake {
-        Snowflake::parse(&n.to_string()).unwrap()
-    }
-
-    #[test]
-    fn routes_build_discord_paths_from_validated_values() {
-        assert_eq!(
-            Route::ChannelMessages {
-                channel: id(5),
-                cursor: Some(Cursor::Before(id(9))),
-                limit: 100
-            }
-            .path(),
-            "/channels/5/messages?limit=100&before=9"
-        );
-        assert_eq!(
-            Route::GuildMembers {
-                guild: id(1),
-                after: None,
-                limit: 1000
-            }
-            .path(),
-            "/guilds/1/members?limit=1000"
-        );
-        assert_eq!(
-            Route::CurrentUserGuilds {
-                after: Some(id(3)),
-                limit: 200
-            }
-            .path(),
-            "/users/@me/guilds?limit=200&after=3"
-        );
-    }
-
-    #[test]
-    fn top_level_id_is_part_of_the_rate_limit_key() {
-        let a = Route::GuildChannels { guild: id(1) }.key();
-        let b = Route::GuildChannels { guild: id(2) }.key();
-        assert_eq!(a.template, b.template);
-        assert_ne!(a, b);
-    }
 
     #[test]
     fn retry_after_prefers_the_exact_body_value() {

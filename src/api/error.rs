@@ -2,15 +2,18 @@
 //! to an HTTP status and a JSON body.
 //!
 //! Architecture invariant: no other module picks an error status. Handlers
-//! return `Result<Response, ApiError>`; the HTTP front refuses bad requests with
-//! an `ApiError` too, so a 413 written before a body is read looks exactly like
-//! a 400 written by a handler.
+//! return `Result<Response, ApiError>`; what the HTTP front refuses
+//! (`Refusal`), what a Discord call fails with (`discord::Error`) and what the
+//! session store fails with (`StoreError`) become an `ApiError` here, so a
+//! 413 written before a body is read looks exactly like a 400 written by a
+//! handler.
 
 use std::fmt;
 use std::time::Duration;
 
-use crate::server::Response;
-use crate::sessions::StoreError;
+use crate::discord;
+use crate::http::server::{Refusal, Response};
+use crate::store::StoreError;
 
 /// Everything that can go wrong while answering a client, each variant with
 /// the situation that produces it.
@@ -171,6 +174,42 @@ impl From<StoreError> for ApiError {
                 format!("the session store is unavailable ({reason}); retry shortly")
             }
         })
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(why: Refusal) -> ApiError {
+        match why {
+            Refusal::BadRequest(message) => ApiError::BadRequest(message),
+            Refusal::LengthRequired => ApiError::LengthRequired,
+            Refusal::PayloadTooLarge { limit } => ApiError::PayloadTooLarge { limit },
+            Refusal::HeadTooLarge { limit } => ApiError::HeadTooLarge { limit },
+            Refusal::TooManyConnections => {
+                ApiError::Unavailable("too many open connections; try again shortly".into())
+            }
+            Refusal::Panicked => ApiError::Internal,
+        }
+    }
+}
+
+impl From<discord::Error> for ApiError {
+    fn from(error: discord::Error) -> ApiError {
+        match error {
+            discord::Error::TokenRejected => ApiError::TokenRejected,
+            discord::Error::RateLimited {
+                message,
+                retry_after,
+            } => ApiError::RateLimited {
+                message: message.into(),
+                retry_after,
+            },
+            discord::Error::Forbidden { message, code } => ApiError::Forbidden { message, code },
+            discord::Error::NotFound { message, code } => ApiError::NotFound { message, code },
+            discord::Error::BadAnswer(message) => ApiError::BadGateway(message),
+            discord::Error::Timeout => ApiError::GatewayTimeout,
+            // The shared limits live in the same Redis as the sessions.
+            discord::Error::ClusterUnreachable(reason) => StoreError::Unavailable(reason).into(),
+        }
     }
 }
 

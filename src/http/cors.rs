@@ -3,8 +3,7 @@
 //! Architecture invariant: CORS headers are added in one place, after the
 //! response is made, so errors carry them exactly like successes do.
 
-use crate::config::CorsOrigins;
-use crate::server::Response;
+use crate::http::server::Response;
 
 const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
 const ALLOW_HEADERS: &str = "Authorization, Content-Type";
@@ -42,6 +41,33 @@ impl Cors {
         response.header("Access-Control-Max-Age", MAX_AGE_SECS.to_string());
         response
     }
+}
+
+/// Which browser origins may read responses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+/// `--cors-origins`: `*`, or a comma-separated list of origins.
+pub fn parse_origins(value: &str) -> Result<CorsOrigins, String> {
+    if value.trim() == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let mut origins = Vec::new();
+    for origin in value.split(',').map(str::trim) {
+        let well_formed = (origin.starts_with("http://") || origin.starts_with("https://"))
+            && !origin.ends_with('/')
+            && origin.bytes().all(|b| b.is_ascii_graphic());
+        if !well_formed {
+            return Err(format!(
+                "`{origin}` is not an origin like https://example.com (no path, no trailing slash)"
+            ));
+        }
+        origins.push(origin.to_string());
+    }
+    Ok(CorsOrigins::List(origins))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::ratelimit::{BotLimiter, InFlightGate};
+use crate::discord::ratelimit::{BotLimiter, InFlightGate};
 
 /// How long a token Discord rejected is refused without asking Discord:
 /// rejected tokens do not come back, and each retry would count toward the

@@ -1,4 +1,4 @@
-//! redis_store: sessions in Redis, so several instances behind a load
+//! store::redis::sessions: sessions in Redis, so several instances behind a load
 //! balancer act as one service (`--redis-url`).
 //!
 //! A session made on one instance works on every other at once, a logout
@@ -28,119 +28,22 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use redis::{Connection, RedisError, RedisResult, Script};
+use redis::Script;
 
-use crate::bots::{Bot, BotRegistry, Identity, Token};
-use crate::seal::SessionKey;
-use crate::sessions::{SessionId, SessionStore, StoreError};
+use crate::discord::bots::{Bot, BotRegistry, Identity, Token};
+use crate::store::redis::RedisPool;
+use crate::store::seal::SessionKey;
+use crate::store::{SessionId, SessionStore, StoreError};
 
 const SESSION_KEY_PREFIX: &str = "dbb:session:";
 const BOT_KEY_PREFIX: &str = "dbb:bot:";
 const SESSIONS_ZSET: &str = "dbb:sessions";
-/// Idle connections kept for reuse: enough for every worker that may be
-/// talking to Redis at once, so the common case opens none.
-const MAX_IDLE_CONNECTIONS: usize = 512;
 /// A cached bot entry unused this long is dropped (its local limiter state
 /// with it); the next request unseals the token again.
 const BOT_CACHE_IDLE: Duration = Duration::from_secs(600);
-
-/// A small pool of blocking Redis connections: each worker takes one for a
-/// call and gives it back, so 256 workers do not queue on one socket.
-/// A connection that failed is dropped, and the next call opens a new one:
-/// that is how the service recovers by itself when Redis comes back.
-pub struct RedisPool {
-    client: redis::Client,
-    idle: Mutex<Vec<Connection>>,
-    timeout: Duration,
-    down: AtomicBool,
-}
-
-impl RedisPool {
-    /// Checks the URL; connects lazily, so the service starts even while
-    /// Redis is down (and says so on /healthz).
-    pub fn new(url: &str, timeout: Duration) -> Result<RedisPool, String> {
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("--redis-url is not a usable Redis URL ({})", e.category()))?;
-        Ok(RedisPool {
-            client,
-            idle: Mutex::new(Vec::new()),
-            timeout,
-            down: AtomicBool::new(false),
-        })
-    }
-
-    fn connect(&self) -> RedisResult<Connection> {
-        let connection = self.client.get_connection_with_timeout(self.timeout)?;
-        connection.set_read_timeout(Some(self.timeout))?;
-        connection.set_write_timeout(Some(self.timeout))?;
-        Ok(connection)
-    }
-
-    /// Runs `call` on a pooled connection. Transport failures drop the
-    /// connection and become `StoreError::Unavailable` with a reason a
-    /// client may read.
-    pub fn run<T>(
-        &self,
-        call: impl FnOnce(&mut Connection) -> RedisResult<T>,
-    ) -> Result<T, StoreError> {
-        let pooled = self.idle.lock().pop();
-        let result = match pooled {
-            Some(connection) => Ok(connection),
-            None => self.connect(),
-        }
-        .and_then(|mut connection| call(&mut connection).map(|value| (value, connection)));
-        match result {
-            Ok((value, connection)) => {
-                let mut idle = self.idle.lock();
-                if idle.len() < MAX_IDLE_CONNECTIONS {
-                    idle.push(connection);
-                }
-                drop(idle);
-                if self.down.swap(false, Ordering::Relaxed) {
-                    log::info!("Redis is reachable again");
-                }
-                Ok(value)
-            }
-            Err(err) => {
-                let reason = describe(&err);
-                if is_transport(&err) {
-                    // Every pooled connection likely shares the fault.
-                    self.idle.lock().clear();
-                    if !self.down.swap(true, Ordering::Relaxed) {
-                        log::warn!("Redis is unreachable: {reason}");
-                    }
-                } else {
-                    log::warn!("Redis refused a command: {reason}");
-                }
-                Err(StoreError::Unavailable(reason))
-            }
-        }
-    }
-}
-
-fn is_transport(err: &RedisError) -> bool {
-    err.is_io_error()
-        || err.is_timeout()
-        || err.is_connection_refusal()
-        || err.is_connection_dropped()
-}
-
-/// A reason for clients and logs; it names no key, value or URL.
-fn describe(err: &RedisError) -> String {
-    if err.is_timeout() {
-        "Redis did not answer in time".into()
-    } else if err.is_connection_refusal() {
-        "Redis refused the connection".into()
-    } else if is_transport(err) {
-        "the connection to Redis failed".into()
-    } else {
-        format!("Redis error: {}", err.category())
-    }
-}
 
 /// Logs in: trims expired entries, refuses past --max-sessions, stores the
 /// session and indexes it under its bot.

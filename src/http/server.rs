@@ -30,8 +30,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::ApiError;
-use crate::metrics;
+use crate::observe::metrics;
 
 /// Request line plus headers. API.md: "over 16 KiB gets 431".
 pub const MAX_HEAD: usize = 16 * 1024;
@@ -54,6 +53,26 @@ const READ_CHUNK: usize = 8 * 1024;
 /// How long the accept loop backs off when `accept` fails (EMFILE and kin),
 /// instead of spinning or dying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Why the front turned a request away itself, before or instead of the
+/// handler. The handler decides what the answer looks like (`refuse`); the
+/// front knows only why.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// The head is malformed; the text says how.
+    BadRequest(String),
+    /// The request carried `Transfer-Encoding`; only `Content-Length` bodies
+    /// are read.
+    LengthRequired,
+    /// The declared body is over `limit` bytes; refused before it is read.
+    PayloadTooLarge { limit: usize },
+    /// The request line and headers are over `limit` bytes.
+    HeadTooLarge { limit: usize },
+    /// `max_connections` connections are open already.
+    TooManyConnections,
+    /// The handler (or `admit`) panicked; the panic hook logged where.
+    Panicked,
+}
 
 /// A complete request as the handler sees it.
 #[derive(Debug)]
@@ -220,7 +239,7 @@ pub type Ticket = Box<dyn std::any::Any + Send>;
 /// when the head was unreadable.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: &Request, ticket: Option<&Ticket>) -> Response;
-    fn refuse(&self, request: Option<&Request>, error: ApiError) -> Response;
+    fn refuse(&self, request: Option<&Request>, why: Refusal) -> Response;
     /// Runs before the request waits for a permit, and may block for a
     /// bounded time: a place to make a flood wait without holding permits
     /// other clients need. `Err` is written as the answer.
@@ -381,10 +400,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// Over the connection cap: say so and close, from the accept thread. The
 /// answer is small enough to fit the socket buffer, so this never blocks.
 fn refuse_connection(mut stream: TcpStream, shared: &Shared) {
-    let response = shared.handler.refuse(
-        None,
-        ApiError::Unavailable("too many open connections; try again shortly".into()),
-    );
+    let response = shared.handler.refuse(None, Refusal::TooManyConnections);
     let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
     let _ = write_response(&mut stream, &response, false, false);
 }
@@ -404,7 +420,7 @@ enum ReadError {
     /// socket failed: close without answering.
     Gone,
     /// Answer with this error, then close.
-    Refuse(ApiError, Option<Box<Request>>),
+    Refuse(Refusal, Option<Box<Request>>),
 }
 
 struct Connection<'a> {
@@ -468,7 +484,7 @@ impl<'a> Connection<'a> {
                 Err(self
                     .shared
                     .handler
-                    .refuse(Some(&head.request), ApiError::Internal))
+                    .refuse(Some(&head.request), Refusal::Panicked))
             });
             let response = match admitted {
                 Ok(ticket) => {
@@ -505,7 +521,7 @@ impl<'a> Connection<'a> {
         .unwrap_or_else(|_| {
             self.shared
                 .handler
-                .refuse(Some(&request), ApiError::Internal)
+                .refuse(Some(&request), Refusal::Panicked)
         })
     }
 
@@ -525,7 +541,7 @@ impl<'a> Connection<'a> {
             if let Some(end) = find_head_end(&self.buf, scanned) {
                 if end > MAX_HEAD {
                     return Err(ReadError::Refuse(
-                        ApiError::HeadTooLarge { limit: MAX_HEAD },
+                        Refusal::HeadTooLarge { limit: MAX_HEAD },
                         None,
                     ));
                 }
@@ -534,7 +550,7 @@ impl<'a> Connection<'a> {
             scanned = self.buf.len().saturating_sub(3);
             if self.buf.len() >= MAX_HEAD {
                 return Err(ReadError::Refuse(
-                    ApiError::HeadTooLarge { limit: MAX_HEAD },
+                    Refusal::HeadTooLarge { limit: MAX_HEAD },
                     None,
                 ));
             }
@@ -592,7 +608,7 @@ impl<'a> Connection<'a> {
             }
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(ReadError::Refuse(
-                    ApiError::HeadTooLarge { limit: MAX_HEAD },
+                    Refusal::HeadTooLarge { limit: MAX_HEAD },
                     None,
                 ));
             }
@@ -618,7 +634,7 @@ impl<'a> Connection<'a> {
         };
         if request.header("transfer-encoding").is_some() {
             return Err(ReadError::Refuse(
-                ApiError::LengthRequired,
+                Refusal::LengthRequired,
                 Some(Box::new(request)),
             ));
         }
@@ -628,7 +644,7 @@ impl<'a> Connection<'a> {
         };
         if body_len > MAX_BODY {
             return Err(ReadError::Refuse(
-                ApiError::PayloadTooLarge { limit: MAX_BODY },
+                Refusal::PayloadTooLarge { limit: MAX_BODY },
                 Some(Box::new(request)),
             ));
         }
@@ -665,22 +681,24 @@ impl<'a> Connection<'a> {
 }
 
 fn malformed(message: &str) -> ReadError {
-    ReadError::Refuse(ApiError::bad_request(message), None)
+    ReadError::Refuse(Refusal::BadRequest(message.to_string()), None)
 }
 
 /// The declared body length: absent means 0; several differing values or a
 /// non-number are refused (request smuggling starts with ambiguous framing).
-fn content_length(request: &Request) -> Result<usize, ApiError> {
+fn content_length(request: &Request) -> Result<usize, Refusal> {
     let mut found: Option<u64> = None;
     for value in request.header_values("content-length") {
         let value = value.trim();
         if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::bad_request("invalid Content-Length"));
+            return Err(Refusal::BadRequest("invalid Content-Length".into()));
         }
         // Too many digits for u64 is certainly too large.
         let n = value.parse::<u64>().unwrap_or(u64::MAX);
         if found.is_some_and(|f| f != n) {
-            return Err(ApiError::bad_request("conflicting Content-Length headers"));
+            return Err(Refusal::BadRequest(
+                "conflicting Content-Length headers".into(),
+            ));
         }
         found = Some(n);
     }
@@ -817,8 +835,9 @@ mod tests {
             }
             Response::json(200, b"{}".to_vec())
         }
-        fn refuse(&self, _: Option<&Request>, error: ApiError) -> Response {
-            error.to_response()
+        fn refuse(&self, _: Option<&Request>, why: Refusal) -> Response {
+            let status = if why == Refusal::Panicked { 500 } else { 400 };
+            Response::json(status, b"{}".to_vec())
         }
     }
 

@@ -1,4 +1,4 @@
-//! cluster: Discord's per-bot limits kept by all instances together, through
+//! store::redis::cluster: Discord's per-bot limits kept by all instances together, through
 //! Redis (`--redis-url`).
 //!
 //! Each instance keeps its local `ratelimit::BotLimiter`: it orders the
@@ -37,12 +37,13 @@ use std::time::Duration;
 
 use redis::Script;
 
-use crate::bots::Bot;
-use crate::guard::SharedCount;
-use crate::ratelimit::{Observed, RouteKey};
-use crate::redis_store::RedisPool;
-use crate::seal::SessionKey;
-use crate::sessions::StoreError;
+use crate::discord::bots::Bot;
+use crate::discord::cluster::{Admission, Answer, ClusterLimiter, Mode, Ticket, Unreachable};
+use crate::discord::guard::SharedCount;
+use crate::discord::ratelimit::RouteKey;
+use crate::store::StoreError;
+use crate::store::redis::RedisPool;
+use crate::store::seal::SessionKey;
 
 /// Added to the one-second global window; see the module docs.
 pub const GLOBAL_MARGIN: Duration = Duration::from_millis(100);
@@ -51,47 +52,6 @@ pub const GLOBAL_MARGIN: Duration = Duration::from_millis(100);
 const PROBE_POLL: Duration = Duration::from_millis(20);
 /// How long an unlimited route (answers without headers) stays so.
 const UNLIMITED_FOR_MS: u64 = 60_000;
-
-/// What the cluster says about sending one request now.
-#[derive(Debug)]
-pub enum Admission {
-    /// Send it; report what Discord said with `record`.
-    Go(Ticket),
-    /// Ask again after this long.
-    Wait(Duration),
-}
-
-/// The cluster's record of one admitted request.
-#[derive(Debug)]
-pub struct Ticket {
-    route_key: String,
-    mode: Mode,
-    /// For a known bucket: what our count left after this request.
-    left: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Probe,
-    Known,
-    Unlimited,
-}
-
-/// How a request admitted by the cluster ended.
-pub enum Answer<'a> {
-    /// Discord answered (not 429), with these headers; `success` for a 2xx.
-    Answered { seen: &'a Observed, success: bool },
-    /// A 429: for the route (`global` false) or the whole bot.
-    RateLimited { retry_after: Duration, global: bool },
-    /// No answer (timeout, dropped connection).
-    Lost,
-}
-
-/// The cluster-wide check `discord` makes right before sending.
-pub trait ClusterLimiter: Send + Sync {
-    fn admit(&self, bot: &Bot, route: RouteKey) -> Result<Admission, StoreError>;
-    fn record(&self, ticket: &Ticket, answer: Answer<'_>);
-}
 
 /// One round trip: the bucket's state, then the bot's global log, then both
 /// are taken. Returns {wait_ms, mode, left}.
@@ -242,7 +202,7 @@ impl SharedCount for RedisInvalidCount {
 }
 
 impl ClusterLimiter for RedisLimiter {
-    fn admit(&self, bot: &Bot, route: RouteKey) -> Result<Admission, StoreError> {
+    fn admit(&self, bot: &Bot, route: RouteKey) -> Result<Admission, Unreachable> {
         let bot_hash = self.key.bot_hash(bot.token().authorization().as_bytes());
         let route_key = format!(
             "dbb:rl:route:{bot_hash}:{}:{}",
@@ -255,17 +215,23 @@ impl ClusterLimiter for RedisLimiter {
             self.counter.fetch_add(1, Ordering::Relaxed)
         );
         let window = Duration::from_secs(1) + GLOBAL_MARGIN;
-        let (wait_ms, mode, left): (u64, String, i64) = self.pool.run(|c| {
-            self.admit
-                .key(format!("dbb:rl:global:{bot_hash}"))
-                .key(&route_key)
-                .arg(self.global_per_second)
-                .arg(window.as_millis() as u64)
-                .arg(self.probe_hold.as_millis() as u64)
-                .arg(member)
-                .arg(PROBE_POLL.as_millis() as u64)
-                .invoke(c)
-        })?;
+        let (wait_ms, mode, left): (u64, String, i64) = self
+            .pool
+            .run(|c| {
+                self.admit
+                    .key(format!("dbb:rl:global:{bot_hash}"))
+                    .key(&route_key)
+                    .arg(self.global_per_second)
+                    .arg(window.as_millis() as u64)
+                    .arg(self.probe_hold.as_millis() as u64)
+                    .arg(member)
+                    .arg(PROBE_POLL.as_millis() as u64)
+                    .invoke(c)
+            })
+            .map_err(|err| match err {
+                StoreError::Unavailable(reason) => Unreachable(reason),
+                StoreError::Full => Unreachable("Redis refused the command".into()),
+            })?;
         let mode = match mode.as_str() {
             "probe" => Mode::Probe,
             "known" => Mode::Known,

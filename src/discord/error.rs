@@ -1,0 +1,49 @@
+//! error: how a call to Discord can fail, in Discord's terms. `api::error`
+//! turns each into a status and a JSON body; this module picks none.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why `Discord::get` returned no body. Every text is one a client may read:
+/// none carries the token, a URL or a session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// Discord answered 401 for the bot's token (now or before): the token
+    /// was reset or the bot deleted.
+    TokenRejected,
+    /// The bot is at a rate limit whose wait ends after the request's wait
+    /// budget, or Discord kept answering 429. `retry_after` is exact.
+    RateLimited {
+        message: &'static str,
+        retry_after: Duration,
+    },
+    /// Discord answered 403: a missing permission or privileged intent.
+    /// `code` is Discord's JSON error code.
+    Forbidden { message: String, code: Option<u64> },
+    /// Discord answered 404: the guild or channel is unknown to the bot.
+    NotFound { message: String, code: Option<u64> },
+    /// Discord was unreachable, answered 5xx or an unexpected status, or
+    /// sent a body that is not JSON.
+    BadAnswer(String),
+    /// Discord did not answer within `--upstream-timeout`.
+    Timeout,
+    /// The limits shared with other instances could not be checked, so the
+    /// request was not sent.
+    ClusterUnreachable(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::TokenRejected => f.write_str("Discord rejected the bot token"),
+            Error::RateLimited { message, .. } => f.write_str(message),
+            Error::Forbidden { message, .. }
+            | Error::NotFound { message, .. }
+            | Error::BadAnswer(message) => f.write_str(message),
+            Error::Timeout => f.write_str("Discord did not answer within the upstream timeout"),
+            Error::ClusterUnreachable(reason) => {
+                write!(f, "the shared rate limits are unavailable ({reason})")
+            }
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! discord: everything about talking to Discord's REST API on behalf of a
+//! bot: the calls (`route`), the client that sends them (`client`) over our
+//! own pooled TCP (`transport`), the bot entries that hold tokens (`bots`),
+//! Discord's rate limits (`ratelimit`, and the seam to the cluster's shared
+//! ones, `cluster`), the host's invalid-request budget (`guard`), Discord's
+//! IDs (`snowflake`) and how a call fails (`error`).
+//!
+//! Owns: every Discord URL, every token, every rate-limit decision.
+//!
+//! Architecture invariants:
+//! - imports nothing from `api`, `http`, `store` or `config`: it knows no
+//!   HTTP status of ours, no session and no command line (`main` hands it
+//!   numbers). Shared state reaches it through traits it defines
+//!   (`cluster::ClusterLimiter`, `guard::SharedCount`);
+//! - only `route` knows Discord paths, and a `Route` holds `Snowflake`s and
+//!   integers only, so client text never reaches a URL;
+//! - a token leaves `bots` only as the `Authorization` header `client`
+//!   sends, and as the bytes `store` seals (never in clear at rest);
+//! - only GETs are sent, so a retry never duplicates a side effect.
+
+pub mod bots;
+pub mod client;
+pub mod cluster;
+pub mod error;
+pub mod guard;
+pub mod ratelimit;
+pub mod route;
+pub mod snowflake;
+pub mod transport;
+
+pub use client::{Discord, USER_AGENT};
+pub use error::Error;
+pub use route::{Cursor, GUILDS_PAGE, MEMBERS_PAGE, MESSAGES_PAGE, Route};
+pub use snowflake::Snowflake;
