@@ -15,23 +15,34 @@
 //! `FLUSH_AFTER` after its first line, the way nginx's `access_log …
 //! flush=` does. Warnings and errors are written at once, with everything
 //! before them, and so is the buffer at exit.
+//!
+//! Architecture invariant: no thread but `log-flush` ever writes to stderr,
+//! and it writes with no lock held. When stderr stops taking lines (a pipe
+//! nobody reads), the buffer fills to `MAX_BUFFERED` and further lines are
+//! dropped and counted (`dbb_log_lines_dropped_total`, and a warning once
+//! the writer recovers), so the service never waits on its log reader.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use parking_lot::{Condvar, Mutex};
 
+use crate::observe::metrics;
+
 /// Records from other crates never reach the output.
 const OUR_TARGET: &str = "discord_bot_backend";
 /// How long a line may wait in the buffer.
 const FLUSH_AFTER: Duration = Duration::from_millis(50);
-/// Past this, the thread that logs writes the buffer out itself: a stderr
-/// nobody reads slows logging threads down rather than growing memory.
+/// Past this, new lines are dropped (and counted) until the writer catches
+/// up: a stderr nobody reads costs log lines, never a blocked request.
 const MAX_BUFFERED: usize = 256 * 1024;
+/// The longest `flush` (at the listening line and at exit) waits for
+/// stderr to take what is buffered.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
 /// Installs the logger and a panic hook that logs a panic as one line.
 pub fn init(level: LogLevel, format: LogFormat) {
@@ -72,82 +83,155 @@ fn text_logger(level: LevelFilter) -> Box<dyn Log> {
         .set_target_level(LevelFilter::Off)
         .add_filter_allow_str(OUR_TARGET)
         .build();
-    simplelog::WriteLogger::new(level, config, SinkWriter)
+    simplelog::WriteLogger::new(
+        level,
+        config,
+        SinkWriter {
+            partial: Vec::new(),
+        },
+    )
 }
 
 /// The lines waiting to be written to stderr, shared by every thread.
 static SINK: Sink = Sink {
-    lines: Mutex::new(Vec::new()),
-    pending: Condvar::new(),
+    state: Mutex::new(State {
+        lines: Vec::new(),
+        urgent: false,
+        appended: 0,
+        written: 0,
+        dropped: 0,
+    }),
+    wake: Condvar::new(),
+    written: Condvar::new(),
     unbuffered: AtomicBool::new(false),
 };
 
+/// Only whole lines ever enter the buffer, so what is written or dropped is
+/// always a whole line.
 struct Sink {
-    lines: Mutex<Vec<u8>>,
-    /// Signalled when the buffer stops being empty.
-    pending: Condvar,
+    state: Mutex<State>,
+    /// Wakes the `log-flush` thread: a line arrived, or one must go now.
+    wake: Condvar,
+    /// Wakes `flush` callers: the writer finished a batch.
+    written: Condvar,
     /// Set when the `log-flush` thread could not start.
     unbuffered: AtomicBool,
 }
 
+struct State {
+    lines: Vec<u8>,
+    /// A warning, an error or a `flush` is waiting: write without the
+    /// `FLUSH_AFTER` pause.
+    urgent: bool,
+    /// Bytes ever appended and ever written: a `flush` waits until
+    /// `written` reaches what `appended` was when it was called.
+    appended: u64,
+    written: u64,
+    /// Lines dropped since the writer last reported it.
+    dropped: u64,
+}
+
 impl Sink {
-    fn append(&self, bytes: &[u8]) {
-        let mut lines = self.lines.lock();
-        // Written out before it would pass the limit, so the buffer's
-        // capacity stays put under heavy logging.
-        if lines.len() + bytes.len() > MAX_BUFFERED {
-            write_lines(&mut lines, &mut std::io::stderr());
-        }
-        let was_empty = lines.is_empty();
-        lines.extend_from_slice(bytes);
+    /// Adds one whole line, or drops it when the buffer is full because the
+    /// writer is stuck (a stderr pipe nobody reads): a logging thread never
+    /// waits for stderr.
+    fn append(&self, line: &[u8]) {
         if self.unbuffered.load(Ordering::Relaxed) {
-            write_lines(&mut lines, &mut std::io::stderr());
-        } else if was_empty {
-            drop(lines);
-            self.pending.notify_one();
+            let _ = std::io::stderr().write_all(line);
+            return;
+        }
+        let mut state = self.state.lock();
+        if state.lines.len() + line.len() > MAX_BUFFERED {
+            state.dropped += 1;
+            drop(state);
+            metrics::global().log_lines_dropped.inc();
+            return;
+        }
+        let was_empty = state.lines.is_empty();
+        state.lines.extend_from_slice(line);
+        state.appended += line.len() as u64;
+        drop(state);
+        if was_empty {
+            self.wake.notify_one();
         }
     }
 
+    /// Asks the writer to write what is buffered now, without waiting.
+    fn hurry(&self) {
+        self.state.lock().urgent = true;
+        self.wake.notify_one();
+    }
+
+    /// Writes what is buffered now and waits for it, at most `FLUSH_WAIT`:
+    /// a stuck stderr delays the exit by that much, never forever.
     fn flush(&self) {
-        write_lines(&mut self.lines.lock(), &mut std::io::stderr());
+        let deadline = Instant::now() + FLUSH_WAIT;
+        let mut state = self.state.lock();
+        let target = state.appended;
+        state.urgent = true;
+        self.wake.notify_one();
+        while state.written < target {
+            if self.written.wait_until(&mut state, deadline).timed_out() {
+                return;
+            }
+        }
     }
 
-    /// The background writer: sleeps until a line arrives, lets more
-    /// gather for `FLUSH_AFTER`, writes them in one go.
+    /// The `log-flush` thread: sleeps until a line arrives, lets more gather
+    /// for `FLUSH_AFTER` (unless one is urgent), then writes them in one go
+    /// with the lock released, so a blocked write blocks only this thread.
     fn flush_forever(&self) {
+        let mut batch = Vec::new();
         loop {
-            {
-                let mut lines = self.lines.lock();
-                while lines.is_empty() {
-                    self.pending.wait(&mut lines);
+            let dropped = {
+                let mut state = self.state.lock();
+                while state.lines.is_empty() {
+                    self.wake.wait(&mut state);
                 }
+                if !state.urgent {
+                    let until = Instant::now() + FLUSH_AFTER;
+                    while !state.urgent && !self.wake.wait_until(&mut state, until).timed_out() {}
+                }
+                state.urgent = false;
+                std::mem::swap(&mut batch, &mut state.lines);
+                std::mem::take(&mut state.dropped)
+            };
+            let _ = std::io::stderr().write_all(&batch);
+            let len = batch.len() as u64;
+            batch.clear();
+            if batch.capacity() > MAX_BUFFERED {
+                batch.shrink_to(MAX_BUFFERED);
             }
-            std::thread::sleep(FLUSH_AFTER);
-            self.flush();
+            self.state.lock().written += len;
+            self.written.notify_all();
+            if dropped > 0 {
+                log::warn!(
+                    "{dropped} log lines were dropped: stderr was not read fast enough \
+                     (dbb_log_lines_dropped_total counts them all)"
+                );
+            }
         }
     }
 }
 
-/// Writes the buffer's whole lines to stderr, under the buffer's lock so
-/// that lines keep their order. A line simplelog is still writing, piece by
-/// piece, stays for the next time.
-fn write_lines(lines: &mut Vec<u8>, out: &mut impl Write) {
-    let Some(end) = lines.iter().rposition(|&b| b == b'\n') else {
-        return;
-    };
-    let _ = out.write_all(&lines[..=end]);
-    lines.drain(..=end);
-    if lines.capacity() > MAX_BUFFERED {
-        lines.shrink_to(MAX_BUFFERED);
-    }
+/// simplelog's output. simplelog writes a record in pieces, all under its
+/// own lock; the pieces are gathered here and handed to the buffer one
+/// whole line at a time.
+struct SinkWriter {
+    partial: Vec<u8>,
 }
-
-/// simplelog's output: the shared buffer.
-struct SinkWriter;
 
 impl Write for SinkWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        SINK.append(bytes);
+        self.partial.extend_from_slice(bytes);
+        if let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') {
+            SINK.append(&self.partial[..=end]);
+            self.partial.drain(..=end);
+        }
+        // A line longer than the buffer could never be written whole.
+        if self.partial.len() > MAX_BUFFERED {
+            self.partial.clear();
+        }
         Ok(bytes.len())
     }
 
@@ -171,7 +255,7 @@ impl Log for Buffered {
         self.inner.log(record);
         // Only what was written: other crates' records are dropped inside.
         if record.level() <= Level::Warn && record.target().starts_with(OUR_TARGET) {
-            SINK.flush();
+            SINK.hurry();
         }
     }
 
@@ -310,16 +394,18 @@ mod tests {
     }
 
     #[test]
-    fn only_whole_lines_are_written_out() {
-        let mut lines = b"first\nsecond\nthird, still being writ".to_vec();
-        let mut out = Vec::new();
-        write_lines(&mut lines, &mut out);
-        assert_eq!(out, b"first\nsecond\n");
-        assert_eq!(lines, b"third, still being writ");
-        lines.extend_from_slice(b"ten\n");
-        write_lines(&mut lines, &mut out);
-        assert_eq!(out, b"first\nsecond\nthird, still being written\n");
-        assert!(lines.is_empty());
+    fn simplelog_pieces_reach_the_buffer_as_whole_lines() {
+        let mut writer = SinkWriter {
+            partial: Vec::new(),
+        };
+        let before = SINK.state.lock().appended;
+        writer
+            .write_all(b"first\nsecond, still being writ")
+            .unwrap();
+        assert_eq!(SINK.state.lock().appended - before, b"first\n".len() as u64);
+        assert_eq!(writer.partial, b"second, still being writ");
+        writer.write_all(b"ten\n").unwrap();
+        assert!(writer.partial.is_empty());
     }
 
     #[test]

@@ -18,8 +18,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// The content type of the Prometheus text exposition format.
@@ -48,6 +48,8 @@ pub struct Metrics {
     pub queued: IntGauge,
     /// Client requests refused by the per-IP or per-session limit.
     pub client_limited: IntCounterVec,
+    /// Log lines dropped because stderr did not take them fast enough.
+    pub log_lines_dropped: IntCounter,
 }
 
 /// Gauges owned elsewhere, read when a scrape is rendered.
@@ -104,6 +106,11 @@ impl Metrics {
             &["by"],
         )
         .expect("valid metric");
+        let log_lines_dropped = IntCounter::new(
+            "dbb_log_lines_dropped_total",
+            "Log lines dropped because stderr was not read fast enough.",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -113,6 +120,7 @@ impl Metrics {
             Box::new(workers_busy.clone()),
             Box::new(queued.clone()),
             Box::new(client_limited.clone()),
+            Box::new(log_lines_dropped.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -126,6 +134,7 @@ impl Metrics {
             workers_busy,
             queued,
             client_limited,
+            log_lines_dropped,
         }
     }
 

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,12 +31,21 @@ fn unique_path(stem: &str) -> PathBuf {
 fn capture(
     stream: impl Read + Send + 'static,
     sink: Arc<Mutex<String>>,
+    paused: Arc<AtomicBool>,
 ) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
-        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+        loop {
+            // A paused reader leaves the pipe to fill up, like a log
+            // shipper that stalled.
+            while paused.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                break;
+            }
             // Kept before the address is reported, so a test that starts
             // once the line is seen also finds it in the logs.
             sink.lock().unwrap().push_str(&line);
@@ -116,7 +125,7 @@ impl Fake {
             .stderr(Stdio::null())
             .spawn()
             .expect("start fake-discord");
-        let rx = capture(child.stdout.take().unwrap(), Arc::default());
+        let rx = capture(child.stdout.take().unwrap(), Arc::default(), Arc::default());
         let addr = wait_listening(&rx, &mut child, "fake-discord");
         Fake {
             child,
@@ -270,6 +279,7 @@ pub struct Service {
     child: Child,
     pub addr: String,
     logs: Arc<Mutex<String>>,
+    log_reader_paused: Arc<AtomicBool>,
     agent: ureq::Agent,
 }
 
@@ -304,13 +314,23 @@ impl Service {
             .spawn()
             .expect("start discord-bot-backend");
         let logs = Arc::new(Mutex::new(String::new()));
-        let _ = capture(child.stdout.take().unwrap(), Arc::clone(&logs));
-        let rx = capture(child.stderr.take().unwrap(), Arc::clone(&logs));
+        let log_reader_paused = Arc::new(AtomicBool::new(false));
+        let _ = capture(
+            child.stdout.take().unwrap(),
+            Arc::clone(&logs),
+            Arc::default(),
+        );
+        let rx = capture(
+            child.stderr.take().unwrap(),
+            Arc::clone(&logs),
+            Arc::clone(&log_reader_paused),
+        );
         let addr = wait_listening(&rx, &mut child, "discord-bot-backend");
         Service {
             child,
             addr,
             logs,
+            log_reader_paused,
             agent: agent(),
         }
     }
@@ -377,6 +397,12 @@ impl Service {
         let reply = self.login(token);
         assert_eq!(reply.status, 200, "login failed: {}", reply.text);
         reply.json()["sessionId"].as_str().unwrap().to_string()
+    }
+
+    /// Stops (or resumes) reading the service's stderr, so its pipe fills
+    /// up as with a stalled log shipper.
+    pub fn pause_log_reader(&self, paused: bool) {
+        self.log_reader_paused.store(paused, Ordering::SeqCst);
     }
 
     pub fn logs(&self) -> String {
