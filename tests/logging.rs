@@ -67,7 +67,9 @@ fn a_request_line_is_logged_whole_after_the_reader_recovers() {
     service.pause_log_reader(false);
     assert!(service.wait_for_log("log lines were dropped"));
     assert_eq!(
-        service.request("GET", "/healthz?after=recovery", &[], None).status,
+        service
+            .request("GET", "/healthz?after=recovery", &[], None)
+            .status,
         200
     );
     assert!(service.wait_for_log("GET /healthz?after=recovery 200"));

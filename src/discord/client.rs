@@ -146,10 +146,6 @@ impl Discord {
         }
     }
 
-    pub fn clock(&self) -> &dyn Clock {
-        &*self.clock
-    }
-
     /// GETs a route for a bot: waits for the bot's rate limits (never past
     /// `deadline`, the client request's wait budget), retries once on a 5xx
     /// or dropped connection, retries a 429 when Discord's wait ends before
@@ -204,7 +200,7 @@ impl Discord {
         }
     }
 
-    fn send(&self, bot: &Bot, url: &str, slot: Slot, ticket: Option<Ticket>) -> Outcome {
+    fn send(&self, bot: &Bot, url: &str, slot: Slot<'_>, ticket: Option<Ticket>) -> Outcome {
         let record = |answer: Answer<'_>| {
             if let (Some(cluster), Some(ticket)) = (&self.cluster, &ticket) {
                 cluster.record(ticket, answer);

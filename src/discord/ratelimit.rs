@@ -204,16 +204,40 @@ pub struct BotLimiter {
 }
 
 /// A slot taken by `acquire`. Hand it back with `complete` (an answer
-/// arrived) or drop it (no answer: the slot stays used, conservatively).
-#[derive(Debug)]
-pub struct Slot {
+/// arrived) or `rate_limited`; dropping it any other way (no answer, or a
+/// panic on the way) is `abandon`: the slot stays used, conservatively, and
+/// a probe is released, so a bucket never waits forever for an answer that
+/// cannot come.
+pub struct Slot<'a> {
+    limiter: &'a BotLimiter,
+    clock: &'a dyn Clock,
     key: BucketKey,
     route: RouteKey,
     /// This request's entry in the global log.
     id: u64,
+    /// Set once the slot was handed back, so `drop` does nothing more.
+    returned: bool,
 }
 
-impl Slot {
+impl std::fmt::Debug for Slot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("route", &self.route)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.returned {
+            self.limiter
+                .unanswered(&self.key, self.id, self.clock.now());
+        }
+    }
+}
+
+impl Slot<'_> {
     pub fn route(&self) -> RouteKey {
         self.route
     }
@@ -238,18 +262,18 @@ impl BotLimiter {
     /// Waits until a request on `route` may be sent and takes its slot.
     /// Refuses, without waiting, once it knows the wait would end after
     /// `deadline`.
-    pub fn acquire(
-        &self,
+    pub fn acquire<'a>(
+        &'a self,
         route: RouteKey,
-        clock: &dyn Clock,
+        clock: &'a dyn Clock,
         deadline: Instant,
-    ) -> Result<Slot, TooLong> {
+    ) -> Result<Slot<'a>, TooLong> {
         let mut state = self.state.lock();
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         loop {
             let now = clock.now();
-            let wait = match self.try_take(&mut state, route, ticket, now) {
+            let wait = match self.try_take(&mut state, route, ticket, now, clock) {
                 Ok(slot) => {
                     let others_waiting = !state.global_queue.is_empty()
                         || state
@@ -283,13 +307,14 @@ impl BotLimiter {
 
     /// Takes a slot for `ticket` if it may send now; otherwise queues the
     /// ticket on the bucket (once) and says how long to wait.
-    fn try_take(
-        &self,
+    fn try_take<'a>(
+        &'a self,
         state: &mut State,
         route: RouteKey,
         ticket: u64,
         now: Instant,
-    ) -> Result<Slot, Wait> {
+        clock: &'a dyn Clock,
+    ) -> Result<Slot<'a>, Wait> {
         let key = bucket_key(state, route);
         let verdict = self.check(state, &key, ticket, now);
         let bucket = state
@@ -316,9 +341,12 @@ impl BotLimiter {
         }
         state.recent.push((ticket, now));
         Ok(Slot {
+            limiter: self,
+            clock,
             key,
             route,
             id: ticket,
+            returned: false,
         })
     }
 
@@ -387,11 +415,12 @@ impl BotLimiter {
     }
 
     /// An answer arrived for `slot`: learn from its headers and wake waiters.
-    pub fn complete(&self, slot: Slot, seen: &Observed, now: Instant) {
+    pub fn complete(&self, mut slot: Slot<'_>, seen: &Observed, now: Instant) {
+        slot.returned = true;
         let mut state = self.state.lock();
-        let Slot { key, route, id, .. } = slot;
-        release(&mut state, &key);
-        answered(&mut state, id, now);
+        let (key, route) = (&slot.key, slot.route);
+        release(&mut state, key);
+        answered(&mut state, slot.id, now);
         let hash_changed = seen.bucket.as_deref().is_some_and(|hash| {
             state
                 .hashes
@@ -404,11 +433,11 @@ impl BotLimiter {
                 .insert(route.template, Arc::from(hash.as_str()));
         }
         let target = bucket_key(&state, route);
-        if target != key {
+        if target != *key {
             // The route turned out to belong to a named bucket; the
             // route-named state it probed with is superseded.
-            if state.buckets.get(&key).is_some_and(|b| b.in_flight == 0) {
-                state.buckets.remove(&key);
+            if state.buckets.get(key).is_some_and(|b| b.in_flight == 0) {
+                state.buckets.remove(key);
             }
         }
         let bucket = state
@@ -454,17 +483,18 @@ impl BotLimiter {
     /// since what we believed was evidently wrong (discord-api-docs #8073).
     pub fn rate_limited(
         &self,
-        slot: Slot,
+        mut slot: Slot<'_>,
         seen: &Observed,
         retry_after: Duration,
         global: bool,
         now: Instant,
     ) {
+        slot.returned = true;
         let until = now + retry_after + SAFETY_MARGIN;
         let mut state = self.state.lock();
-        let Slot { key, route, id, .. } = slot;
-        release(&mut state, &key);
-        answered(&mut state, id, now);
+        let route = slot.route;
+        release(&mut state, &slot.key);
+        answered(&mut state, slot.id, now);
         if global || seen.global || seen.scope.as_deref() == Some("global") {
             state.global_blocked_until = state.global_blocked_until.max(Some(until));
         } else {
@@ -489,10 +519,15 @@ impl BotLimiter {
 
     /// No answer came for `slot` (timeout, dropped connection). The slot
     /// stays used; a probe is released so another request can try.
-    pub fn abandon(&self, slot: Slot, now: Instant) {
+    pub fn abandon(&self, mut slot: Slot<'_>, now: Instant) {
+        slot.returned = true;
+        self.unanswered(&slot.key, slot.id, now);
+    }
+
+    fn unanswered(&self, key: &BucketKey, id: u64, now: Instant) {
         let mut state = self.state.lock();
-        release(&mut state, &slot.key);
-        answered(&mut state, slot.id, now);
+        release(&mut state, key);
+        answered(&mut state, id, now);
         drop(state);
         self.changed.notify_all();
     }
@@ -693,11 +728,11 @@ mod tests {
     }
 
     /// Takes a slot now or fails: a deadline of "now" forbids any wait.
-    fn take_now(
-        limiter: &BotLimiter,
-        clock: &ManualClock,
+    fn take_now<'a>(
+        limiter: &'a BotLimiter,
+        clock: &'a ManualClock,
         route: RouteKey,
-    ) -> Result<Slot, TooLong> {
+    ) -> Result<Slot<'a>, TooLong> {
         limiter.acquire(route, clock, clock.now())
     }
 
@@ -711,6 +746,20 @@ mod tests {
         for _ in 0..4 {
             take_now(&limiter, &clock, route(1)).unwrap();
         }
+    }
+
+    #[test]
+    fn a_panic_while_a_probe_is_out_releases_the_probe() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _probe = take_now(&limiter, &clock, route(1)).unwrap();
+            panic!("a handler bug between acquire and complete");
+        }));
+        assert!(panicked.is_err());
+        // The probe's answer will never come; the route is usable at once.
+        let next = take_now(&limiter, &clock, route(1));
+        assert!(next.is_ok(), "the route still waits for a dead probe");
     }
 
     #[test]
