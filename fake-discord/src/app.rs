@@ -8,7 +8,8 @@
 //! 2. match the route (404, then 405 for another method);
 //! 3. authenticate `Authorization: Bot <token>` (401);
 //! 4. rate-limit: global per bot, then the route bucket (429);
-//! 5. answer from the world (200, 400, 403, 404).
+//! 5. answer from the world (200, 400, 403, 404);
+//! 6. count the answer toward the IP's invalid requests (`edge`).
 //!
 //! Every step's outcome is logged once, before any deliberate delay, so the
 //! log shows requests in arrival order even while their answers are delayed.
@@ -26,6 +27,7 @@ use serde_json::json;
 
 use crate::api::{self, ApiError, Route};
 use crate::control;
+use crate::edge::{BANNED_BODY, BanRule, Edge};
 use crate::faults::{DEFAULT_HANG, Fault, FaultKind, FaultQueue};
 use crate::http::{Handler, Outcome, Request, Response};
 use crate::observe::{Record, Recorder};
@@ -45,6 +47,8 @@ pub struct Options {
     pub limits: Option<Limits>,
     /// Fixed delay added to every Discord-route answer.
     pub latency: Duration,
+    /// When Cloudflare bans an IP for invalid requests.
+    pub ban_rule: BanRule,
 }
 
 /// Everything the handlers share.
@@ -56,6 +60,7 @@ pub struct App {
     pub recorder: Recorder,
     /// Tokens revoked through the control API.
     pub revoked: Mutex<HashSet<String>>,
+    pub edge: Edge,
 }
 
 impl App {
@@ -67,6 +72,7 @@ impl App {
             faults: FaultQueue::default(),
             recorder: Recorder::new(start),
             revoked: Mutex::new(HashSet::new()),
+            edge: Edge::new(options.ban_rule),
         }
     }
 
@@ -74,6 +80,7 @@ impl App {
     pub fn reset(&self) {
         self.faults.clear();
         self.recorder.reset();
+        self.edge.reset();
         if let Some(limiter) = &self.limiter {
             limiter.reset();
         }
@@ -119,6 +126,13 @@ impl App {
         record.fault = fault.as_ref().map(|f| f.kind.name());
         let route = in_api.and_then(Route::parse);
         let now = Instant::now();
+        if in_api.is_some()
+            && let Some(left) = self.edge.banned_for(req.peer, now)
+        {
+            record.status = Some(429);
+            self.recorder.record(record);
+            return Outcome::Respond(cloudflare_429(ceil_ms(left)));
+        }
 
         let mut delay = self.options.latency;
         let response = match &fault {
@@ -150,6 +164,13 @@ impl App {
 
         record.status = Some(response.status);
         record.scope = response.header("X-RateLimit-Scope").map(str::to_string);
+        if fault
+            .as_ref()
+            .is_none_or(|f| f.kind != FaultKind::Cloudflare429)
+        {
+            self.edge
+                .record(req.peer, response.status, record.scope.as_deref(), now);
+        }
         self.recorder.record(record);
         if !delay.is_zero() {
             thread::sleep(delay);
@@ -244,6 +265,7 @@ impl App {
                 }
             }
             FaultKind::Global429 => global_429(retry_ms),
+            FaultKind::Cloudflare429 => cloudflare_429(retry_ms),
             FaultKind::Hang | FaultKind::Drop | FaultKind::Latency => {
                 unreachable!("handled by the caller")
             }
@@ -324,4 +346,20 @@ fn user_429(state: BucketState, hash: &str) -> Response {
 fn global_429(retry_ms: u64) -> Response {
     rate_limited(LIMITED_MESSAGE, retry_ms.max(1), true, "global")
         .with_header("X-RateLimit-Global", "true")
+}
+
+/// Cloudflare's answer to a banned IP: HTML and `Retry-After` (whole
+/// seconds, rounded up) only.
+fn cloudflare_429(retry_ms: u64) -> Response {
+    Response {
+        status: 429,
+        headers: vec![
+            ("Content-Type".into(), "text/html; charset=UTF-8".into()),
+            (
+                "Retry-After".into(),
+                retry_ms.div_ceil(1000).max(1).to_string(),
+            ),
+        ],
+        body: BANNED_BODY.as_bytes().to_vec(),
+    }
 }

@@ -61,6 +61,24 @@ const OPTIONS: &[Opt] = &[
         help: "fixed delay added to every Discord-route answer",
     },
     Opt {
+        flag: "--invalid-limit",
+        value: Some("N"),
+        default: "10000",
+        help: "invalid answers (401, 403, non-shared 429) per IP that ban it",
+    },
+    Opt {
+        flag: "--invalid-window-ms",
+        value: Some("MS"),
+        default: "600000",
+        help: "window in which --invalid-limit invalid answers ban an IP",
+    },
+    Opt {
+        flag: "--ban-ms",
+        value: Some("MS"),
+        default: "3600000",
+        help: "how long a banned IP gets Cloudflare's HTML 429 for everything",
+    },
+    Opt {
         flag: "--no-ratelimit",
         value: None,
         default: "off",
@@ -85,6 +103,9 @@ pub struct Config {
     pub global_limit: u32,
     pub latency: Duration,
     pub ratelimit: bool,
+    pub invalid_limit: usize,
+    pub invalid_window: Duration,
+    pub ban: Duration,
 }
 
 impl Default for Config {
@@ -98,6 +119,9 @@ impl Default for Config {
             global_limit: 50,
             latency: Duration::ZERO,
             ratelimit: true,
+            invalid_limit: 10_000,
+            invalid_window: Duration::from_secs(600),
+            ban: Duration::from_secs(3600),
         }
     }
 }
@@ -174,6 +198,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--global-limit" => cfg.global_limit = number(&flag, &value, 1)?,
             "--latency-ms" => cfg.latency = Duration::from_millis(number(&flag, &value, 0)?),
             "--no-ratelimit" => cfg.ratelimit = false,
+            "--invalid-limit" => cfg.invalid_limit = number(&flag, &value, 1)?,
+            "--invalid-window-ms" => {
+                cfg.invalid_window = Duration::from_millis(number(&flag, &value, 1)?)
+            }
+            "--ban-ms" => cfg.ban = Duration::from_millis(number(&flag, &value, 1)?),
             _ => unreachable!("every option in OPTIONS is handled"),
         }
     }

@@ -30,7 +30,7 @@ pub fn handle(app: &App, req: &Request, rest: &str) -> Response {
             Ok(since) => ok(app.recorder.requests_json(since)),
             Err(e) => bad_request(&e),
         },
-        ("GET", ["stats"]) => ok(app.recorder.stats_json()),
+        ("GET", ["stats"]) => ok(stats(app)),
         ("POST", ["reset"]) => {
             app.reset();
             ok(json!({ "ok": true }))
@@ -120,6 +120,18 @@ fn since(req: &Request) -> Result<u64, String> {
         }
     }
     Ok(0)
+}
+
+/// `GET /_fake/stats`: the request log's counts and the edge's.
+fn stats(app: &App) -> Value {
+    let mut stats = app.recorder.stats_json();
+    let (in_window, counted, bans) = app.edge.stats(std::time::Instant::now());
+    stats["invalid_requests"] = json!({
+        "in_window": in_window,
+        "counted": counted,
+        "bans": bans,
+    });
+    stats
 }
 
 fn id_strings(ids: &[u64]) -> Value {

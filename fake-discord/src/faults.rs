@@ -32,11 +32,13 @@ pub enum FaultKind {
     Shared429,
     User429,
     Global429,
+    /// Cloudflare's 429 in front of Discord: HTML, only `Retry-After`.
+    Cloudflare429,
 }
 
 impl FaultKind {
     /// Every kind, for error messages and the README.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Status500,
         FaultKind::Status502,
         FaultKind::Status503,
@@ -47,6 +49,7 @@ impl FaultKind {
         FaultKind::Shared429,
         FaultKind::User429,
         FaultKind::Global429,
+        FaultKind::Cloudflare429,
     ];
 
     /// The kind's name in the control API.
@@ -62,6 +65,7 @@ impl FaultKind {
             FaultKind::Shared429 => "shared_429",
             FaultKind::User429 => "user_429",
             FaultKind::Global429 => "global_429",
+            FaultKind::Cloudflare429 => "cloudflare_429",
         }
     }
 

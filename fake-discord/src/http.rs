@@ -42,6 +42,8 @@ const READ_CHUNK: usize = 8 * 1024;
 /// One parsed request.
 #[derive(Debug)]
 pub struct Request {
+    /// The connecting address; Cloudflare's ban is per IP.
+    pub peer: std::net::IpAddr,
     pub method: String,
     /// Request target exactly as received (path and query).
     pub target: String,
@@ -274,6 +276,9 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Request, b
         })
         .collect();
     let mut req = Request {
+        peer: stream
+            .peer_addr()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip()),
         method,
         target,
         headers,

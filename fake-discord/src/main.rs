@@ -22,6 +22,7 @@ mod api;
 mod app;
 mod cli;
 mod control;
+mod edge;
 mod faults;
 mod http;
 mod observe;
@@ -87,6 +88,11 @@ fn main() -> ExitCode {
             global_limit: config.global_limit,
         }),
         latency: config.latency,
+        ban_rule: edge::BanRule {
+            limit: config.invalid_limit,
+            window: config.invalid_window,
+            ban: config.ban,
+        },
     };
     let app = Arc::new(App::new(world, options, start));
 

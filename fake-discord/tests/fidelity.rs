@@ -970,3 +970,82 @@ fn oversized_head_is_431() {
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 }
+
+// --- The invalid-request ban (rate-limits.mdx "Invalid Request Limit") ----
+
+/// Cloudflare's answer: a 429 in HTML with `Retry-After` and nothing of
+/// Discord's (no JSON, no `X-RateLimit-*`).
+fn assert_cloudflare_429(r: &Resp) {
+    assert_eq!(r.status, 429);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    assert!(
+        serde_json::from_str::<Value>(&r.body).is_err(),
+        "{}",
+        r.body
+    );
+    assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(
+        r.headers
+            .iter()
+            .all(|(k, _)| !k.to_ascii_lowercase().starts_with("x-ratelimit")),
+        "{:?}",
+        r.headers
+    );
+}
+
+#[test]
+fn invalid_requests_past_the_limit_ban_the_ip_for_every_bot() {
+    let mut args = NO_PRESSURE.to_vec();
+    args.extend(["--invalid-limit", "3", "--ban-ms", "60000"]);
+    let fake = Fake::start(&args);
+    let members = format!("/guilds/{G1}/members?limit=10");
+    for _ in 0..3 {
+        assert_eq!(fake.get(&members, Some(TOKEN_B)).status, 403);
+    }
+    // The third 403 was the limit: the IP is banned, whatever the bot.
+    assert_cloudflare_429(&fake.a("/users/@me"));
+    assert_cloudflare_429(&fake.get(&members, Some(TOKEN_B)));
+    let stats = fake.control_get("/_fake/stats");
+    assert_eq!(stats["invalid_requests"]["bans"], 1);
+    assert_eq!(stats["invalid_requests"]["counted"], 3);
+}
+
+#[test]
+fn a_ban_ends_after_its_time() {
+    let mut args = NO_PRESSURE.to_vec();
+    args.extend(["--invalid-limit", "1", "--ban-ms", "300"]);
+    let fake = Fake::start(&args);
+    assert_eq!(fake.get("/users/@me", Some("not-a-token")).status, 401);
+    assert_cloudflare_429(&fake.a("/users/@me"));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(fake.a("/users/@me").status, 200);
+}
+
+#[test]
+fn shared_429s_and_404s_do_not_count_toward_the_ban() {
+    let mut args = NO_PRESSURE.to_vec();
+    args.extend(["--invalid-limit", "2"]);
+    let fake = Fake::start(&args);
+    fake.fault(json!({"kind": "shared_429", "count": 3}));
+    for _ in 0..3 {
+        assert_eq!(fake.a(&format!("/channels/{C1}/messages")).status, 429);
+    }
+    for _ in 0..3 {
+        assert_eq!(fake.a("/guilds/613425648685547599/channels").status, 404);
+    }
+    assert_eq!(fake.a(&format!("/channels/{C1}/messages")).status, 200);
+    assert_eq!(
+        fake.control_get("/_fake/stats")["invalid_requests"]["bans"],
+        0
+    );
+}
+
+#[test]
+fn fault_cloudflare_429_is_html_with_only_retry_after() {
+    let fake = Fake::start(NO_PRESSURE);
+    fake.fault(json!({"kind": "cloudflare_429", "retry_after": 2.5}));
+    let r = fake.a("/users/@me");
+    assert_cloudflare_429(&r);
+    assert_eq!(r.header("retry-after"), Some("3"));
+    assert_eq!(fake.a("/users/@me").status, 200);
+}
