@@ -183,6 +183,7 @@ mod front {
                 256,
                 Arc::new(SystemClock),
                 Arc::clone(&invalid),
+                Duration::from_secs(30),
             ),
             cors: Cors::new(CorsOrigins::Any),
             max_wait: Duration::from_secs(10),

@@ -7,8 +7,10 @@
 
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
+use crate::discord::guard::DEFAULT_INVALID_THRESHOLD;
+use crate::discord::ratelimit::DEFAULT_GLOBAL_PER_SECOND;
 use crate::http::clients::TrustedProxies;
 use crate::http::cors::{CorsOrigins, parse_origins};
 use crate::observe::logging::{LogFormat, LogLevel};
@@ -83,16 +85,24 @@ pub struct Config {
 
     /// Requests per second each bot may send Discord (Discord's global
     /// limit is 50; raise it only for bots Discord granted more).
-    #[arg(long, env = "GLOBAL_RATE_LIMIT", default_value_t = 50,
+    #[arg(long, env = "GLOBAL_RATE_LIMIT", default_value_t = DEFAULT_GLOBAL_PER_SECOND,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub global_rate_limit: u32,
 
     /// Invalid Discord answers (401, 403, non-shared 429) in 10 minutes,
     /// across all bots, past which logins with new tokens get 503. Discord
     /// bans the host's IP at 10,000.
-    #[arg(long, env = "INVALID_REQUEST_THRESHOLD", default_value_t = 8000,
+    #[arg(long, env = "INVALID_REQUEST_THRESHOLD", default_value_t = DEFAULT_INVALID_THRESHOLD,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub invalid_request_threshold: u64,
+
+    /// Milliseconds a Discord 403 (or 404 of an unknown guild or channel)
+    /// is answered by the service itself, per bot, route and guild or
+    /// channel, instead of asking Discord again. A permission granted in
+    /// Discord works again within this time.
+    #[arg(long, env = "REFUSAL_CACHE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub refusal_cache_ms: u64,
 
     /// Client connections open at once; one more is answered 503 and closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096,
@@ -150,9 +160,41 @@ pub struct Config {
     pub outbound_ip_group: String,
 }
 
+/// One option as clap knows it: the single source that `--help`, the
+/// README's tables and `deploy/env.example` are checked against
+/// (`tests/options.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionDoc {
+    pub flag: String,
+    pub env: Option<String>,
+    /// The default as `--help` prints it; `None` when the option has none.
+    pub default: Option<String>,
+}
+
+/// Every long option of the service, in declaration order.
+pub fn options() -> Vec<OptionDoc> {
+    Config::command()
+        .get_arguments()
+        .filter_map(|arg| {
+            let flag = format!("--{}", arg.get_long()?);
+            let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+            let default = arg
+                .get_default_values()
+                .first()
+                .map(|d| d.to_string_lossy().into_owned());
+            Some(OptionDoc { flag, env, default })
+        })
+        .filter(|o| o.flag != "--help" && o.flag != "--version")
+        .collect()
+}
+
 impl Config {
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    pub fn refusal_cache(&self) -> Duration {
+        Duration::from_millis(self.refusal_cache_ms)
     }
 
     pub fn max_ratelimit_wait(&self) -> Duration {

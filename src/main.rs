@@ -111,6 +111,7 @@ fn run(config: &Config) -> Result<(), String> {
         usize::from(config.workers),
         Arc::new(SystemClock),
         Arc::clone(&invalid),
+        config.refusal_cache(),
     );
     let discord = match (&redis, &config.session_key) {
         (Some(pool), Some(key)) => discord.with_cluster(Arc::new(RedisLimiter::new(

@@ -6,6 +6,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use discord_bot_backend::config::{OptionDoc, options};
 use serde_json::json;
 use support::world::*;
 use support::{Fake, Service};
@@ -38,31 +39,11 @@ fn help_lists_every_option_with_its_environment_variable() {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
-    for (flag, env) in [
-        ("--host", "HOST"),
-        ("--port", "PORT"),
-        ("--discord-api", "DISCORD_API_URL"),
-        ("--workers", "WORKERS"),
-        ("--cors-origins", "CORS_ORIGINS"),
-        ("--session-idle-timeout", "SESSION_IDLE_TIMEOUT"),
-        ("--max-sessions", "MAX_SESSIONS"),
-        ("--log-level", "LOG_LEVEL"),
-        ("--upstream-timeout", "UPSTREAM_TIMEOUT_MS"),
-        ("--max-ratelimit-wait", "MAX_RATELIMIT_WAIT_MS"),
-        ("--client-timeout", "CLIENT_TIMEOUT_MS"),
-        ("--global-rate-limit", "GLOBAL_RATE_LIMIT"),
-        ("--invalid-request-threshold", "INVALID_REQUEST_THRESHOLD"),
-        ("--max-connections", "MAX_CONNECTIONS"),
-        ("--client-rate-limit", "CLIENT_RATE_LIMIT"),
-        ("--client-burst", "CLIENT_BURST"),
-        ("--trusted-proxies", "TRUSTED_PROXIES"),
-        ("--log-format", "LOG_FORMAT"),
-        ("--redis-url", "REDIS_URL"),
-        ("--session-key", "SESSION_KEY"),
-        ("--redis-timeout", "REDIS_TIMEOUT_MS"),
-        ("--outbound-ip-group", "OUTBOUND_IP_GROUP"),
-    ] {
-        assert!(help.contains(flag), "{flag} missing from --help");
+    let options = options();
+    assert!(options.len() > 20, "{options:?}");
+    for OptionDoc { flag, env, .. } in options {
+        let env = env.unwrap_or_else(|| panic!("{flag} has no environment variable"));
+        assert!(help.contains(&flag), "{flag} missing from --help");
         assert!(
             help.contains(&format!("env: {env}")),
             "{env} missing from --help"

@@ -78,6 +78,7 @@ fn every_error() -> Vec<ApiError> {
         ApiError::Forbidden {
             message: "x".into(),
             code: None,
+            cached: true,
         },
         ApiError::not_found("x"),
         ApiError::MethodNotAllowed { allow: "GET" },

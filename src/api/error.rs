@@ -30,9 +30,20 @@ pub enum ApiError {
     TokenRejected,
     /// Discord refused the bot access (403): a missing permission, or on the
     /// members route the Server Members privileged intent.
-    Forbidden { message: String, code: Option<u64> },
+    /// `cached` when the service gave Discord's earlier answer again
+    /// without asking (API.md: "answers repeated identical refusals itself
+    /// for a while"); the body then carries `"cached": true`.
+    Forbidden {
+        message: String,
+        code: Option<u64>,
+        cached: bool,
+    },
     /// An unknown route, or Discord said the guild or channel does not exist.
-    NotFound { message: String, code: Option<u64> },
+    NotFound {
+        message: String,
+        code: Option<u64>,
+        cached: bool,
+    },
     /// A known path with a method it does not serve. `allow` lists the methods
     /// it does serve, for the `Allow` header.
     MethodNotAllowed { allow: &'static str },
@@ -69,6 +80,7 @@ impl ApiError {
         ApiError::NotFound {
             message: message.into(),
             code: None,
+            cached: false,
         }
     }
 
@@ -99,12 +111,18 @@ impl ApiError {
     }
 
     /// The response the client gets: `{"error": ...}` plus `code` (Discord's
-    /// error code) and `retry_after` (seconds) where they apply.
+    /// error code) and `cached` where they apply, `Allow` on a 405 and
+    /// `Retry-After` (seconds) on a 429.
     pub fn to_response(&self) -> Response {
         let mut body = serde_json::Map::new();
         body.insert("error".into(), self.to_string().into());
         if let Some(code) = self.discord_code() {
             body.insert("code".into(), code.into());
+        }
+        if let ApiError::Forbidden { cached: true, .. } | ApiError::NotFound { cached: true, .. } =
+            self
+        {
+            body.insert("cached".into(), true.into());
         }
         let mut response = Response::json(
             self.status(),
@@ -203,8 +221,29 @@ impl From<discord::Error> for ApiError {
                 message: message.into(),
                 retry_after,
             },
-            discord::Error::Forbidden { message, code } => ApiError::Forbidden { message, code },
-            discord::Error::NotFound { message, code } => ApiError::NotFound { message, code },
+            discord::Error::Forbidden {
+                message,
+                code,
+                cached,
+            } => ApiError::Forbidden {
+                message,
+                code,
+                cached,
+            },
+            discord::Error::NotFound {
+                message,
+                code,
+                cached,
+            } => ApiError::NotFound {
+                message,
+                code,
+                cached,
+            },
+            held @ discord::Error::HeldBack => ApiError::Unavailable(held.to_string()),
+            blocked @ discord::Error::HostBlocked { retry_after } => ApiError::RateLimited {
+                message: blocked.to_string(),
+                retry_after,
+            },
             discord::Error::BadAnswer(message) => ApiError::BadGateway(message),
             discord::Error::Timeout => ApiError::GatewayTimeout,
             // The shared limits live in the same Redis as the sessions.
@@ -230,6 +269,7 @@ mod tests {
             ApiError::Forbidden {
                 message: "x".into(),
                 code: Some(50001),
+                cached: true,
             },
             ApiError::not_found("x"),
             ApiError::MethodNotAllowed { allow: "GET" },
@@ -265,7 +305,20 @@ mod tests {
         let err = ApiError::Forbidden {
             message: "no".into(),
             code: Some(50013),
+            cached: false,
         };
         assert_eq!(body(&err)["code"], 50013);
+        assert!(body(&err).get("cached").is_none());
+    }
+
+    #[test]
+    fn a_refusal_given_again_without_asking_discord_says_cached() {
+        let err = ApiError::Forbidden {
+            message: "no".into(),
+            code: Some(50001),
+            cached: true,
+        };
+        assert_eq!(body(&err)["cached"], true);
+        assert_eq!(body(&err)["code"], 50001);
     }
 }

@@ -263,6 +263,7 @@ impl Api {
             sessions: self.store.len(),
             bots: self.bots.len(),
             invalid_requests: self.invalid.count(Instant::now()),
+            invalid_threshold: self.invalid.threshold(),
         };
         Response::typed(
             200,

@@ -207,12 +207,17 @@ pub(super) fn messages(call: &Call, query: &Query) -> Result<Response, ApiError>
 /// On the members route a 403 is usually the Server Members intent: say so.
 fn members_hint(error: ApiError) -> ApiError {
     match error {
-        ApiError::Forbidden { message, code } => ApiError::Forbidden {
+        ApiError::Forbidden {
+            message,
+            code,
+            cached,
+        } => ApiError::Forbidden {
             message: format!(
                 "{message}. Listing members needs the Server Members privileged intent: enable it \
                  for this bot in the Discord Developer Portal (Bot > Privileged Gateway Intents)"
             ),
             code,
+            cached,
         },
         other => other,
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::discord::ratelimit::{BotLimiter, InFlightGate};
+use crate::discord::refusals::Refusals;
 
 /// How long a token Discord rejected is refused without asking Discord:
 /// rejected tokens do not come back, and each retry would count toward the
@@ -83,6 +84,8 @@ pub struct Bot {
     rejected: AtomicBool,
     pub limiter: BotLimiter,
     pub in_flight: InFlightGate,
+    /// What Discord refused this bot lately, answered here for a while.
+    pub refusals: Refusals,
 }
 
 impl AsRef<InFlightGate> for Bot {
@@ -208,6 +211,7 @@ impl BotRegistry {
             rejected: AtomicBool::new(false),
             limiter: BotLimiter::new(self.global_per_second),
             in_flight: InFlightGate::new(self.max_in_flight),
+            refusals: Refusals::default(),
         });
         bots.insert(key, Arc::downgrade(&bot));
         bot

@@ -21,6 +21,7 @@ use crate::discord::bots::Bot;
 use crate::discord::cluster::{Admission, Answer, ClusterLimiter, Ticket};
 use crate::discord::guard::InvalidRequests;
 use crate::discord::ratelimit::{Clock, Observed, RouteKey, Slot};
+use crate::discord::refusals::{Refused, Verdict};
 use crate::discord::route::Route;
 use crate::discord::transport;
 use crate::observe::metrics;
@@ -56,6 +57,12 @@ const MAX_RESPONSE_HEAD: usize = INPUT_BUFFER;
 /// Why a request waiting on this service's own view of the limits gives up.
 const AT_LIMIT: &str =
     "this bot is at Discord's rate limit for this route; retry after the given time";
+/// How long the host waits after an edge 429 that names no `Retry-After`.
+const EDGE_BLOCK_UNSAID: Duration = Duration::from_secs(60);
+/// Discord's JSON codes for a guild or channel the bot cannot see at all
+/// (`opcodes-and-status-codes`): refusals worth remembering.
+const UNKNOWN_CHANNEL: u64 = 10003;
+const UNKNOWN_GUILD: u64 = 10004;
 /// 429s answered in a row before we give the client Discord's wait instead.
 const MAX_429_RETRIES: u32 = 3;
 
@@ -65,6 +72,9 @@ pub struct Discord {
     base: String,
     clock: Arc<dyn Clock>,
     invalid: Arc<InvalidRequests>,
+    /// `--refusal-cache-ms`: how long a 403 (or 404 of an unknown guild or
+    /// channel) is answered again without asking (`refusals`).
+    refusal_cache: Duration,
     /// The limits shared with other instances (`--redis-url`); checked
     /// after the local limiter, right before sending.
     cluster: Option<Arc<dyn ClusterLimiter>>,
@@ -80,6 +90,7 @@ impl Discord {
         pool: usize,
         clock: Arc<dyn Clock>,
         invalid: Arc<InvalidRequests>,
+        refusal_cache: Duration,
     ) -> Discord {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -106,6 +117,7 @@ impl Discord {
             base: base.to_string(),
             clock,
             invalid,
+            refusal_cache,
             cluster: None,
         }
     }
@@ -146,10 +158,12 @@ impl Discord {
         }
     }
 
-    /// GETs a route for a bot: waits for the bot's rate limits (never past
-    /// `deadline`, the client request's wait budget), retries once on a 5xx
-    /// or dropped connection, retries a 429 when Discord's wait ends before
-    /// the deadline. Returns Discord's JSON body.
+    /// GETs a route for a bot: answers a refusal Discord gave lately
+    /// itself (`refusals`), waits for the bot's rate limits and for a host
+    /// block to end (never past `deadline`, the client request's wait
+    /// budget), retries once on a 5xx or dropped connection, retries a 429
+    /// when Discord's wait ends before the deadline. Returns Discord's JSON
+    /// body.
     pub fn get(&self, bot: &Bot, route: Route, deadline: Instant) -> Result<Vec<u8>, Error> {
         let key = route.key();
         let url = format!("{}{}", self.base, route.path());
@@ -160,6 +174,18 @@ impl Discord {
                 return Err(Error::TokenRejected);
             }
             let asked = self.clock.now();
+            self.not_refused_before(bot, key, asked)?;
+            if let Some(wait) = self.invalid.host_blocked_for(asked) {
+                if asked + wait > deadline {
+                    metrics::global()
+                        .refused_locally
+                        .with_label_values(&["host_blocked"])
+                        .inc();
+                    return Err(Error::HostBlocked { retry_after: wait });
+                }
+                std::thread::sleep(wait);
+                continue;
+            }
             let slot = bot
                 .limiter
                 .acquire(key, &*self.clock, deadline)
@@ -186,9 +212,12 @@ impl Discord {
                     retried_failure = true;
                     log::debug!("retrying {} once after: {error}", key.template);
                 }
-                Outcome::RateLimited { retry_after } => {
+                Outcome::RateLimited { retry_after, host } => {
                     rate_limited += 1;
                     let fits = self.clock.now() + retry_after <= deadline;
+                    if host && !fits {
+                        return Err(Error::HostBlocked { retry_after });
+                    }
                     if !fits || rate_limited > MAX_429_RETRIES {
                         return Err(Error::RateLimited {
                             message: "rate limited by Discord; retry after the given time",
@@ -198,6 +227,25 @@ impl Discord {
                 }
             }
         }
+    }
+
+    /// Answers the call here when Discord refused it lately, or holds it
+    /// back when the host is past its invalid-request threshold and it was
+    /// refused last time.
+    fn not_refused_before(&self, bot: &Bot, key: RouteKey, now: Instant) -> Result<(), Error> {
+        let verdict = bot.refusals.check(key, now, self.refusal_cache, || {
+            self.invalid.over_threshold(now)
+        });
+        let (reason, error) = match verdict {
+            Verdict::Send => return Ok(()),
+            Verdict::HoldBack => ("held_back", Error::HeldBack),
+            Verdict::Cached(refused) => ("cached", refused_error(refused, true)),
+        };
+        metrics::global()
+            .refused_locally
+            .with_label_values(&[reason])
+            .inc();
+        Err(error)
     }
 
     fn send(&self, bot: &Bot, url: &str, slot: Slot<'_>, ticket: Option<Ticket>) -> Outcome {
@@ -232,6 +280,9 @@ impl Discord {
         }
         if status == 429 {
             let body = body.unwrap_or_default();
+            if !looks_like_json(&body) {
+                return self.edge_refused(bot, slot, &seen, now, record);
+            }
             let retry_after = retry_after(&body, &seen);
             let global = discord_error(&body).global;
             let scope = if global {
@@ -260,8 +311,12 @@ impl Discord {
                 retry_after,
                 global,
             });
-            return Outcome::RateLimited { retry_after };
+            return Outcome::RateLimited {
+                retry_after,
+                host: false,
+            };
         }
+        let key = slot.route();
         bot.limiter.complete(slot, &seen, now);
         record(Answer::Answered {
             seen: &seen,
@@ -273,7 +328,10 @@ impl Discord {
         };
         let is_json = looks_like_json(&body);
         match status {
-            200..=299 if is_json => Outcome::Done(Ok(body)),
+            200..=299 if is_json => {
+                bot.refusals.answered(key);
+                Outcome::Done(Ok(body))
+            }
             200..=299 => Outcome::Retryable(Error::BadAnswer(
                 "Discord answered with a body that is not JSON".into(),
             )),
@@ -281,22 +339,26 @@ impl Discord {
                 bot.mark_rejected();
                 Outcome::Done(Err(Error::TokenRejected))
             }
-            403 => {
+            403 | 404 => {
                 let e = discord_error(&body);
-                Outcome::Done(Err(Error::Forbidden {
-                    message: format!(
-                        "Discord refused the bot access: {}",
-                        e.message_or("Missing Access")
-                    ),
+                let refused = Refused {
+                    status,
+                    message: if status == 403 {
+                        format!(
+                            "Discord refused the bot access: {}",
+                            e.message_or("Missing Access")
+                        )
+                    } else {
+                        format!("Discord says: {}", e.message_or("Not Found"))
+                    },
                     code: e.code,
-                }))
-            }
-            404 => {
-                let e = discord_error(&body);
-                Outcome::Done(Err(Error::NotFound {
-                    message: format!("Discord says: {}", e.message_or("Not Found")),
-                    code: e.code,
-                }))
+                };
+                // A 404 is remembered only for what will not come back in
+                // seconds: an unknown guild or channel.
+                if status == 403 || matches!(e.code, Some(UNKNOWN_CHANNEL | UNKNOWN_GUILD)) {
+                    bot.refusals.refused(key, refused.clone(), now);
+                }
+                Outcome::Done(Err(refused_error(refused, false)))
             }
             500..=599 => Outcome::Retryable(Error::BadAnswer(format!(
                 "Discord answered {status}; try again shortly"
@@ -308,6 +370,61 @@ impl Discord {
                     e.message_or("no message")
                 ))))
             }
+        }
+    }
+}
+
+impl Discord {
+    /// A 429 that is not Discord's JSON comes from Discord's edge
+    /// (Cloudflare): the host's IP is refused, for every bot, until its
+    /// `Retry-After`. The bucket learned nothing.
+    fn edge_refused(
+        &self,
+        bot: &Bot,
+        slot: Slot<'_>,
+        seen: &Observed,
+        now: Instant,
+        record: impl Fn(Answer<'_>),
+    ) -> Outcome {
+        let retry_after = seen.retry_after.unwrap_or(EDGE_BLOCK_UNSAID);
+        metrics::global()
+            .discord_429s
+            .with_label_values(&["cloudflare"])
+            .inc();
+        log::warn!(
+            "Discord's edge (Cloudflare) answered 429 without Discord's JSON on {}: every bot \
+             of this host waits {:.0}s before calling Discord again",
+            slot_route(&slot),
+            retry_after.as_secs_f64()
+        );
+        self.invalid.block_host(now + retry_after);
+        bot.limiter.abandon(slot, now);
+        record(Answer::Lost);
+        Outcome::RateLimited {
+            retry_after,
+            host: true,
+        }
+    }
+}
+
+/// A refusal as the error the client gets.
+fn refused_error(refused: Refused, cached: bool) -> Error {
+    let Refused {
+        status,
+        code,
+        message,
+    } = refused;
+    if status == 403 {
+        Error::Forbidden {
+            message,
+            code,
+            cached,
+        }
+    } else {
+        Error::NotFound {
+            message,
+            code,
+            cached,
         }
     }
 }
@@ -405,8 +522,11 @@ enum Outcome {
     Done(Result<Vec<u8>, Error>),
     /// May be retried once: a 5xx, a dropped connection, a broken body.
     Retryable(Error),
+    /// A 429: Discord's for the bot or a route, or (`host`) its edge's for
+    /// the whole host.
     RateLimited {
         retry_after: Duration,
+        host: bool,
     },
 }
 
@@ -433,13 +553,15 @@ fn discord_error(body: &[u8]) -> DiscordError {
 }
 
 /// Discord's wait: the body's `retry_after` (exact float seconds), else the
-/// bucket's reset, else one second. Capped at a day so a garbled value
+/// `Retry-After` header (whole seconds), else the bucket's reset, else one
+/// second. Capped at a day so a garbled value
 /// cannot overflow an `Instant`.
 fn retry_after(body: &[u8], seen: &Observed) -> Duration {
     discord_error(body)
         .retry_after
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+        .or(seen.retry_after)
         .or(seen.reset_after)
         .unwrap_or(Duration::from_secs(1))
 }
@@ -471,6 +593,18 @@ mod tests {
             br#"{"message":"You are being rate limited.","retry_after":64.57,"global":false}"#;
         assert_eq!(retry_after(body, &seen), Duration::from_secs_f64(64.57));
         assert_eq!(retry_after(b"nope", &seen), Duration::from_secs(9));
+    }
+
+    #[test]
+    fn retry_after_reads_the_header_when_the_body_has_none() {
+        let seen = Observed {
+            retry_after: Some(Duration::from_secs(7)),
+            reset_after: Some(Duration::from_secs(9)),
+            ..Observed::default()
+        };
+        assert_eq!(retry_after(b"<html>", &seen), Duration::from_secs(7));
+        let body = br#"{"message":"You are being rate limited.","retry_after":6.5,"global":false}"#;
+        assert_eq!(retry_after(body, &seen), Duration::from_secs_f64(6.5));
     }
 
     #[test]

@@ -4,6 +4,12 @@
 use std::fmt;
 use std::time::Duration;
 
+const HELD_BACK: &str = "this host is close to Discord's limit of 10,000 invalid requests per \
+     10 minutes, and Discord refused this call last time: it is not sent again for now; retry \
+     in a few minutes";
+const HOST_BLOCKED: &str = "Discord's edge (Cloudflare) is refusing this host's requests for \
+     every bot; retry after the given time";
+
 /// Why `Discord::get` returned no body. Every text is one a client may read:
 /// none carries the token, a URL or a session.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,10 +24,25 @@ pub enum Error {
         retry_after: Duration,
     },
     /// Discord answered 403: a missing permission or privileged intent.
-    /// `code` is Discord's JSON error code.
-    Forbidden { message: String, code: Option<u64> },
+    /// `code` is Discord's JSON error code; `cached` when this is Discord's
+    /// earlier answer, given again without asking (`refusals`).
+    Forbidden {
+        message: String,
+        code: Option<u64>,
+        cached: bool,
+    },
     /// Discord answered 404: the guild or channel is unknown to the bot.
-    NotFound { message: String, code: Option<u64> },
+    NotFound {
+        message: String,
+        code: Option<u64>,
+        cached: bool,
+    },
+    /// The host is past `--invalid-request-threshold`, and Discord refused
+    /// this call last time: it is not sent.
+    HeldBack,
+    /// Discord's edge (Cloudflare) refuses every request from this host
+    /// until `retry_after` from now: no bot sends before.
+    HostBlocked { retry_after: Duration },
     /// Discord was unreachable, answered 5xx or an unexpected status, or
     /// sent a body that is not JSON.
     BadAnswer(String),
@@ -41,6 +62,8 @@ impl fmt::Display for Error {
             | Error::NotFound { message, .. }
             | Error::BadAnswer(message) => f.write_str(message),
             Error::Timeout => f.write_str("Discord did not answer within the upstream timeout"),
+            Error::HeldBack => f.write_str(HELD_BACK),
+            Error::HostBlocked { .. } => f.write_str(HOST_BLOCKED),
             Error::ClusterUnreachable(reason) => {
                 write!(f, "the shared rate limits are unavailable ({reason})")
             }

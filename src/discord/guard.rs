@@ -7,7 +7,13 @@
 //! the count is process-wide, and with Redis it is shared by every instance
 //! of the same `--outbound-ip-group` (`SharedCount`). Past a safety
 //! threshold we refuse the requests most likely to be invalid: logins with
-//! tokens we have not seen work.
+//! tokens we have not seen work, and calls Discord refused last time
+//! (`refusals`). Warnings say when the count passes half, four fifths and
+//! all of the threshold.
+//!
+//! When Discord's edge (Cloudflare) itself answers 429, with an HTML page
+//! instead of Discord's JSON, the whole host is being refused, whatever
+//! the bot: `block_host` stops every bot's calls until its `Retry-After`.
 //!
 //! Architecture invariants: counters are per 10-second slot in a fixed ring,
 //! so memory is constant however many requests fail; the per-IP login map is
@@ -28,8 +34,9 @@ pub const DEFAULT_INVALID_THRESHOLD: u64 = 8_000;
 /// The window is counted in slots of this length.
 const SLOT: Duration = Duration::from_secs(10);
 const SLOTS: usize = (INVALID_WINDOW.as_secs() / SLOT.as_secs()) as usize;
-/// A warning is logged each time the count crosses a multiple of this.
-const WARN_EVERY: u64 = 1000;
+/// A warning is logged as the count passes each of these percentages of
+/// the threshold (and again after it fell below the first).
+const WARN_AT_PERCENT: [u64; 3] = [50, 80, 100];
 
 /// An invalid-request count kept outside this process, for instances that
 /// leave through one IP (Discord bans the IP, whoever sent the requests).
@@ -48,8 +55,11 @@ pub struct InvalidRequests {
     threshold: u64,
     /// (slot number, count) per ring position.
     slots: Mutex<[(u64, u64); SLOTS]>,
+    /// How many of `WARN_AT_PERCENT` the count has passed and been warned of.
     last_warned: AtomicU64,
     shared: Option<Box<dyn SharedCount>>,
+    /// Until when Discord's edge refuses this host (a non-JSON 429).
+    host_blocked_until: Mutex<Option<Instant>>,
 }
 
 impl InvalidRequests {
@@ -60,6 +70,7 @@ impl InvalidRequests {
             slots: Mutex::new([(u64::MAX, 0); SLOTS]),
             last_warned: AtomicU64::new(0),
             shared: None,
+            host_blocked_until: Mutex::new(None),
         }
     }
 
@@ -93,11 +104,16 @@ impl InvalidRequests {
             Some(shared) => shared.add().map_or(own, |group| group.max(own)),
             None => own,
         };
-        let step = total / WARN_EVERY;
-        if step > 0 && self.last_warned.fetch_max(step, Ordering::SeqCst) < step {
+        let percent = total * 100 / self.threshold.max(1);
+        let level = WARN_AT_PERCENT.iter().filter(|p| percent >= **p).count() as u64;
+        if level == 0 {
+            self.last_warned.store(0, Ordering::Relaxed);
+        } else if self.last_warned.fetch_max(level, Ordering::SeqCst) < level {
             log::warn!(
                 "{total} invalid Discord requests (401/403/429) in the last 10 minutes from this \
-                 host; Discord bans the IP at {DISCORD_INVALID_LIMIT}, new logins are refused from {}",
+                 host, {percent}% of --invalid-request-threshold {}; Discord bans the IP at \
+                 {DISCORD_INVALID_LIMIT}. Past the threshold, logins with new tokens and calls \
+                 Discord refused before are refused here",
                 self.threshold
             );
         }
@@ -125,6 +141,22 @@ impl InvalidRequests {
     /// True when requests likely to be invalid should not be sent.
     pub fn over_threshold(&self, now: Instant) -> bool {
         self.count(now) >= self.threshold
+    }
+
+    pub fn threshold(&self) -> u64 {
+        self.threshold
+    }
+
+    /// Discord's edge refuses this host until `until`: no bot sends before.
+    pub fn block_host(&self, until: Instant) {
+        let mut blocked = self.host_blocked_until.lock();
+        *blocked = (*blocked).max(Some(until));
+    }
+
+    /// How long the host stays blocked, if it is.
+    pub fn host_blocked_for(&self, now: Instant) -> Option<Duration> {
+        let until = (*self.host_blocked_until.lock())?;
+        (now < until).then(|| until - now)
     }
 }
 
@@ -220,6 +252,17 @@ mod tests {
         fn count(&self) -> Option<u64> {
             Some(self.0)
         }
+    }
+
+    #[test]
+    fn a_blocked_host_stays_blocked_until_the_latest_end() {
+        let guard = InvalidRequests::new(5);
+        let t0 = Instant::now();
+        assert_eq!(guard.host_blocked_for(t0), None);
+        guard.block_host(t0 + Duration::from_secs(30));
+        guard.block_host(t0 + Duration::from_secs(10));
+        assert_eq!(guard.host_blocked_for(t0), Some(Duration::from_secs(30)));
+        assert_eq!(guard.host_blocked_for(t0 + Duration::from_secs(30)), None);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! bot: the calls (`route`), the client that sends them (`client`) over our
 //! own pooled TCP (`transport`), the bot entries that hold tokens (`bots`),
 //! Discord's rate limits (`ratelimit`, and the seam to the cluster's shared
-//! ones, `cluster`), the host's invalid-request budget (`guard`), Discord's
+//! ones, `cluster`), the host's invalid-request budget (`guard`, and the
+//! refusals answered again without asking, `refusals`), Discord's
 //! IDs (`snowflake`) and how a call fails (`error`).
 //!
 //! Owns: every Discord URL, every token, every rate-limit decision.
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod error;
 pub mod guard;
 pub mod ratelimit;
+pub mod refusals;
 pub mod route;
 pub mod snowflake;
 pub mod transport;

@@ -133,6 +133,9 @@ pub struct Observed {
     pub limit: Option<u32>,
     pub remaining: Option<u32>,
     pub reset_after: Option<Duration>,
+    /// `Retry-After`, whole seconds: on a 429, the wait when the body has
+    /// none (Cloudflare's 429 has only this).
+    pub retry_after: Option<Duration>,
     pub scope: Option<String>,
     pub global: bool,
 }
@@ -153,6 +156,7 @@ impl Observed {
             limit: number("x-ratelimit-limit"),
             remaining: number("x-ratelimit-remaining"),
             reset_after: seconds("x-ratelimit-reset-after"),
+            retry_after: seconds("retry-after"),
             scope: header("x-ratelimit-scope").map(str::to_string),
             global: header("x-ratelimit-global").is_some_and(|v| v.eq_ignore_ascii_case("true")),
         }

@@ -50,6 +50,11 @@ pub struct Metrics {
     pub client_limited: IntCounterVec,
     /// Log lines dropped because stderr did not take them fast enough.
     pub log_lines_dropped: IntCounter,
+    /// Discord calls answered here instead of being sent, by reason: a
+    /// refusal Discord gave lately (`cached`), one held back past the
+    /// invalid-request threshold (`held_back`), a host Discord's edge
+    /// refuses (`host_blocked`).
+    pub refused_locally: IntCounterVec,
 }
 
 /// Gauges owned elsewhere, read when a scrape is rendered.
@@ -57,6 +62,7 @@ pub struct Snapshot {
     pub sessions: usize,
     pub bots: usize,
     pub invalid_requests: u64,
+    pub invalid_threshold: u64,
 }
 
 impl Metrics {
@@ -111,6 +117,14 @@ impl Metrics {
             "Log lines dropped because stderr was not read fast enough.",
         )
         .expect("valid metric");
+        let refused_locally = IntCounterVec::new(
+            Opts::new(
+                "dbb_discord_calls_refused_locally_total",
+                "Discord calls answered by the service instead of being sent, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -121,6 +135,7 @@ impl Metrics {
             Box::new(queued.clone()),
             Box::new(client_limited.clone()),
             Box::new(log_lines_dropped.clone()),
+            Box::new(refused_locally.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -135,6 +150,7 @@ impl Metrics {
             queued,
             client_limited,
             log_lines_dropped,
+            refused_locally,
         }
     }
 
@@ -166,6 +182,11 @@ impl Metrics {
                 "dbb_invalid_requests_window",
                 "Invalid Discord requests (401, 403, non-shared 429) in the last 10 minutes.",
                 snapshot.invalid_requests as i64,
+            ),
+            (
+                "dbb_invalid_requests_threshold",
+                "--invalid-request-threshold: past it, calls likely to be invalid are refused.",
+                snapshot.invalid_threshold as i64,
             ),
         ] {
             let gauge = IntGauge::new(name, help).expect("valid metric");
@@ -243,6 +264,7 @@ mod tests {
             sessions: 7,
             bots: 2,
             invalid_requests: 11,
+            invalid_threshold: 8000,
         }))
         .unwrap();
         assert_eq!(
