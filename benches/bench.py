@@ -90,7 +90,7 @@ def service(upstream_url, *flags):
     return Process([SERVICE, "--port", "0", "--discord-api", upstream_url + "/api/v10",
                     "--max-sessions", "20000",
                     # wrk is one address far past the default client limit.
-                    "--client-rate-limit", "0", *extra, *flags], stream="stderr")
+                    "--client-rate-limit", "0", "--login-rate-limit", "0", *extra, *flags], stream="stderr")
 
 
 def request(host, port, method, path, body=None, headers=None):

@@ -59,7 +59,7 @@ mod sessions {
 
     static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         let bots = BotRegistry::new(50, 128);
-        let store = MemoryStore::new(SESSIONS, Duration::from_secs(86_400));
+        let store = MemoryStore::new(SESSIONS, u32::MAX, Duration::from_secs(86_400));
         let ids = (0..SESSIONS)
             .map(|i| {
                 let token = Token::parse(&format!("bench-token-{}", i % BOTS)).unwrap();
@@ -175,7 +175,11 @@ mod front {
     static API: LazyLock<Api> = LazyLock::new(|| {
         let invalid = Arc::new(InvalidRequests::new(8000));
         Api {
-            store: Arc::new(MemoryStore::new(SESSIONS, Duration::from_secs(86_400))),
+            store: Arc::new(MemoryStore::new(
+                SESSIONS,
+                u32::MAX,
+                Duration::from_secs(86_400),
+            )),
             bots: Arc::new(BotRegistry::new(50, 128)),
             discord: Discord::new(
                 "http://127.0.0.1:9",
@@ -189,6 +193,7 @@ mod front {
             max_wait: Duration::from_secs(10),
             invalid,
             logins: LoginThrottle::default(),
+            login_rate: ClientLimiter::per_minute(0),
             clients: ClientLimiter::new(0, 1),
             proxies: TrustedProxies::default(),
         }

@@ -89,6 +89,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub global_rate_limit: u32,
 
+    /// Sessions one bot token may hold at once, so one client cannot fill
+    /// --max-sessions for everyone; more logins with it get 503.
+    #[arg(long, env = "MAX_SESSIONS_PER_BOT", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_sessions_per_bot: u32,
+
     /// Invalid Discord answers (401, 403, non-shared 429) in 10 minutes,
     /// across all bots, past which logins with new tokens get 503. Discord
     /// bans the host's IP at 10,000.
@@ -120,6 +126,13 @@ pub struct Config {
     #[arg(long, env = "CLIENT_BURST", default_value_t = 200,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub client_burst: u32,
+
+    /// Logins per minute each client IP may make, valid or not (a token
+    /// bucket holding a minute's worth; more get 429 with Retry-After). 0
+    /// turns it off. Failed logins have their own, lower limit.
+    #[arg(long, env = "LOGIN_RATE_LIMIT", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub login_rate_limit: u32,
 
     /// Comma-separated addresses or CIDR networks of reverse proxies whose
     /// X-Forwarded-For is believed; by default none is, and the client is

@@ -89,11 +89,13 @@ fn run(config: &Config) -> Result<(), String> {
                 key.clone(),
                 Arc::clone(&bots),
                 config.max_sessions,
+                config.max_sessions_per_bot,
                 config.session_idle_timeout(),
             ))
         }
         _ => Arc::new(MemoryStore::new(
             config.max_sessions as usize,
+            config.max_sessions_per_bot,
             config.session_idle_timeout(),
         )),
     };
@@ -130,6 +132,7 @@ fn run(config: &Config) -> Result<(), String> {
         max_wait: config.max_ratelimit_wait(),
         invalid,
         logins: LoginThrottle::default(),
+        login_rate: ClientLimiter::per_minute(config.login_rate_limit),
         clients: ClientLimiter::new(config.client_rate_limit, config.client_burst),
         proxies: config.trusted_proxies.clone(),
     });
@@ -141,6 +144,7 @@ fn run(config: &Config) -> Result<(), String> {
             let now = std::time::Instant::now();
             sweep_api.logins.sweep(now);
             sweep_api.clients.sweep(now);
+            sweep_api.login_rate.sweep(now);
         },
         (config.session_idle_timeout() / 4).clamp(Duration::from_millis(100), MAX_SWEEP_INTERVAL),
     );

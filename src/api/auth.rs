@@ -10,11 +10,24 @@ use std::time::Instant;
 
 use crate::api::error::ApiError;
 use crate::api::handler::{Api, Context, json_response};
-use crate::api::reads::Call;
-use crate::discord::Route;
 use crate::discord::bots::{Identity, Token};
+use crate::discord::{self, Route};
 use crate::http::server::{Request, Response};
 use crate::store::SessionId;
+
+/// The token of a login body `{"token": "..."}`, or a 400 saying what is
+/// wrong with the body.
+pub(super) fn login_token(body: &[u8]) -> Result<Token, ApiError> {
+    let body: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+        ApiError::bad_request("body must be JSON like {\"token\": \"<bot token>\"}")
+    })?;
+    let raw = match body.get("token") {
+        None => return Err(ApiError::bad_request("`token` is required")),
+        Some(serde_json::Value::String(raw)) => raw,
+        Some(_) => return Err(ApiError::bad_request("`token` must be a string")),
+    };
+    Token::parse(raw).map_err(ApiError::bad_request)
+}
 
 impl Api {
     pub(super) fn login(
@@ -31,15 +44,7 @@ impl Api {
                 retry_after: wait,
             });
         }
-        let body: serde_json::Value = serde_json::from_slice(&request.body).map_err(|_| {
-            ApiError::bad_request("body must be JSON like {\"token\": \"<bot token>\"}")
-        })?;
-        let raw = match body.get("token") {
-            None => return Err(ApiError::bad_request("`token` is required")),
-            Some(serde_json::Value::String(raw)) => raw,
-            Some(_) => return Err(ApiError::bad_request("`token` must be a string")),
-        };
-        let token = Token::parse(raw).map_err(ApiError::bad_request)?;
+        let token = login_token(&request.body)?;
         if self.bots.was_rejected(&token) {
             // Asking Discord again would only add to the host's invalid count.
             self.logins.record_failure(ip, now);
@@ -53,17 +58,21 @@ impl Api {
             ));
         }
         let bot = self.bots.get_or_create(token);
-        let call = Call {
-            discord: &self.discord,
-            bot: &bot,
-            deadline: context.started + self.max_wait,
-        };
-        let me = call.get(Route::CurrentUser).inspect_err(|e| {
-            if *e == ApiError::TokenRejected {
-                self.logins.record_failure(ip, now);
-                self.end_bot(&bot);
-            }
-        })?;
+        let deadline = context.started + self.max_wait;
+        // Logins with one token at once share one check with Discord.
+        let me = bot
+            .current_user
+            .run(deadline, || {
+                self.discord.get(&bot, Route::CurrentUser, deadline)
+            })
+            .unwrap_or(Err(discord::Error::Timeout))
+            .map_err(ApiError::from)
+            .inspect_err(|e| {
+                if *e == ApiError::TokenRejected {
+                    self.logins.record_failure(ip, now);
+                    self.end_bot(&bot);
+                }
+            })?;
         let identity: DiscordUser = serde_json::from_slice(&me).map_err(|_| {
             ApiError::BadGateway("Discord's /users/@me answer has no user id".into())
         })?;

@@ -188,6 +188,10 @@ impl From<StoreError> for ApiError {
             StoreError::Full => "the session limit is reached; try again later or ask the \
                                  operator to raise --max-sessions"
                 .into(),
+            StoreError::BotFull { limit } => format!(
+                "this bot token has {limit} sessions already, the most --max-sessions-per-bot \
+                 allows; log out sessions it no longer needs, or ask the operator to raise it"
+            ),
             StoreError::Unavailable(reason) => {
                 format!("the session store is unavailable ({reason}); retry shortly")
             }

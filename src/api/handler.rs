@@ -12,6 +12,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::api::auth::login_token;
 use crate::api::error::ApiError;
 use crate::api::query::Query;
 use crate::api::reads::{self, Call};
@@ -40,6 +41,8 @@ pub struct Api {
     pub max_wait: Duration,
     pub invalid: Arc<InvalidRequests>,
     pub logins: LoginThrottle,
+    /// `--login-rate-limit`: logins per minute per client IP, valid or not.
+    pub login_rate: ClientLimiter,
     /// Incoming request limits per client IP and per session.
     pub clients: ClientLimiter,
     pub proxies: TrustedProxies,
@@ -82,6 +85,8 @@ enum Admitted {
     /// The store could not answer: the handler says 503 at once instead of
     /// waiting on it a second time.
     StoreDown(StoreError),
+    /// A login's bot entry and its in-flight place, held until the answer.
+    Login { _bot: Arc<Bot>, _place: GatePass },
 }
 
 impl Handler for Api {
@@ -112,7 +117,10 @@ impl Handler for Api {
         }
         let now = Instant::now();
         let ip = self.client_ip(request);
-        self.within_client_limit(request, ClientKey::Ip(ip), "ip", now)?;
+        self.within_client_limit(request, &self.clients, ClientKey::Ip(ip), "ip", now)?;
+        if endpoint == Ok(Endpoint::Login) {
+            return self.admit_login(request, ClientKey::Ip(ip), now);
+        }
         let Some(session) = request
             .header("authorization")
             .and_then(|header| SessionId::parse(presented_session(header)))
@@ -125,7 +133,7 @@ impl Handler for Api {
             Err(down) => return Ok(Some(Box::new(Admitted::StoreDown(down)))),
         };
         let key = self.clients.session_key(session.as_str());
-        self.within_client_limit(request, key, "session", now)?;
+        self.within_client_limit(request, &self.clients, key, "session", now)?;
         let calls_discord = matches!(
             endpoint,
             Ok(Endpoint::Guilds | Endpoint::Members | Endpoint::Channels | Endpoint::Messages)
@@ -138,26 +146,58 @@ impl Handler for Api {
                 _place: None,
             })));
         }
-        let owner: Arc<dyn AsRef<InFlightGate> + Send + Sync> = Arc::clone(&bot) as _;
-        match InFlightGate::enter(owner, request.received + self.max_wait) {
-            Some(place) => Ok(Some(Box::new(Admitted::Session {
-                session,
-                bot,
-                found: now,
-                _place: Some(place),
-            }))),
-            None => Err(self.refuse_with(
+        let place = self.enter_gate(request, &bot)?;
+        Ok(Some(Box::new(Admitted::Session {
+            session,
+            bot,
+            found: now,
+            _place: Some(place),
+        })))
+    }
+}
+
+impl Api {
+    /// A login takes its bot's in-flight place like any call to Discord, so
+    /// a flood of logins with one token waits here, on connection threads,
+    /// instead of holding the workers other bots need; and a client IP logs
+    /// in at most `--login-rate-limit` times a minute. A body that names no
+    /// usable token is left to the handler, which says what is wrong.
+    fn admit_login(
+        &self,
+        request: &Request,
+        ip: ClientKey,
+        now: Instant,
+    ) -> Result<Option<Ticket>, Response> {
+        self.within_client_limit(request, &self.login_rate, ip, "login", now)?;
+        let Ok(token) = login_token(&request.body) else {
+            return Ok(None);
+        };
+        if self.bots.was_rejected(&token) {
+            return Ok(None);
+        }
+        let bot = self.bots.get_or_create(token);
+        let place = self.enter_gate(request, &bot)?;
+        Ok(Some(Box::new(Admitted::Login {
+            _bot: bot,
+            _place: place,
+        })))
+    }
+
+    /// A place in the bot's in-flight gate, waited for until the request's
+    /// wait budget ends.
+    fn enter_gate(&self, request: &Request, bot: &Arc<Bot>) -> Result<GatePass, Response> {
+        let owner: Arc<dyn AsRef<InFlightGate> + Send + Sync> = Arc::clone(bot) as _;
+        InFlightGate::enter(owner, request.received + self.max_wait).ok_or_else(|| {
+            self.refuse_with(
                 Some(request),
                 ApiError::RateLimited {
                     message: "too many requests for this bot are in progress; retry shortly".into(),
                     retry_after: Duration::from_secs(1),
                 },
-            )),
-        }
+            )
+        })
     }
-}
 
-impl Api {
     fn dispatch(
         &self,
         request: &Request,
@@ -282,11 +322,12 @@ impl Api {
     fn within_client_limit(
         &self,
         request: &Request,
+        limiter: &ClientLimiter,
         key: ClientKey,
         by: &str,
         now: Instant,
     ) -> Result<(), Response> {
-        self.clients.check(key, now).map_err(|wait| {
+        limiter.check(key, now).map_err(|wait| {
             metrics::global()
                 .client_limited
                 .with_label_values(&[by])
@@ -294,10 +335,15 @@ impl Api {
             self.refuse_with(
                 Some(request),
                 ApiError::RateLimited {
-                    message: format!(
-                        "too many requests from this {}; slow down (--client-rate-limit)",
-                        if by == "ip" { "address" } else { "session" }
-                    ),
+                    message: match by {
+                        "login" => "too many logins from this address; retry after the given \
+                                    time (--login-rate-limit)"
+                            .into(),
+                        _ => format!(
+                            "too many requests from this {}; slow down (--client-rate-limit)",
+                            if by == "ip" { "address" } else { "session" }
+                        ),
+                    },
                     retry_after: wait,
                 },
             )

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::discord::Error;
 use crate::discord::ratelimit::{BotLimiter, InFlightGate};
 use crate::discord::refusals::Refusals;
+use crate::discord::singleflight::SingleFlight;
 
 /// How long a token Discord rejected is refused without asking Discord:
 /// rejected tokens do not come back, and each retry would count toward the
@@ -86,6 +88,8 @@ pub struct Bot {
     pub in_flight: InFlightGate,
     /// What Discord refused this bot lately, answered here for a while.
     pub refusals: Refusals,
+    /// Logins' `GET /users/@me`: one in flight, its answer shared.
+    pub current_user: SingleFlight<Result<Vec<u8>, Error>>,
 }
 
 impl AsRef<InFlightGate> for Bot {
@@ -212,6 +216,7 @@ impl BotRegistry {
             limiter: BotLimiter::new(self.global_per_second),
             in_flight: InFlightGate::new(self.max_in_flight),
             refusals: Refusals::default(),
+            current_user: SingleFlight::default(),
         });
         bots.insert(key, Arc::downgrade(&bot));
         bot

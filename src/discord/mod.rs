@@ -27,6 +27,7 @@ pub mod guard;
 pub mod ratelimit;
 pub mod refusals;
 pub mod route;
+pub mod singleflight;
 pub mod snowflake;
 pub mod transport;
 

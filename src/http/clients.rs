@@ -173,8 +173,18 @@ pub struct ClientLimiter {
 impl ClientLimiter {
     /// `rate` 0 turns the limiter off.
     pub fn new(rate: u32, burst: u32) -> ClientLimiter {
+        ClientLimiter::with_rate(f64::from(rate), burst)
+    }
+
+    /// `per_minute` a minute, all of them at once if the bucket is full; 0
+    /// turns the limiter off.
+    pub fn per_minute(per_minute: u32) -> ClientLimiter {
+        ClientLimiter::with_rate(f64::from(per_minute) / 60.0, per_minute)
+    }
+
+    fn with_rate(rate: f64, burst: u32) -> ClientLimiter {
         ClientLimiter {
-            rate: f64::from(rate),
+            rate,
             burst: f64::from(burst.max(1)),
             hasher: Default::default(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -258,6 +268,20 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_per_minute_limit_allows_a_minutes_worth_at_once_then_one_per_share() {
+        let limiter = ClientLimiter::per_minute(6);
+        let key = ClientKey::Ip("192.0.2.9".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..6 {
+            assert!(limiter.check(key, t0).is_ok());
+        }
+        let wait = limiter.check(key, t0).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(10));
+        assert!(limiter.check(key, t0 + Duration::from_secs(10)).is_ok());
+        assert!(!ClientLimiter::per_minute(0).is_enabled());
     }
 
     #[test]

@@ -65,6 +65,8 @@ impl fmt::Debug for SessionId {
 pub enum StoreError {
     /// `--max-sessions` sessions exist already.
     Full,
+    /// The bot has `--max-sessions-per-bot` sessions already.
+    BotFull { limit: u32 },
     /// The store cannot be reached (a shared store that is down); the
     /// reason is safe to show a client: it names no key and no secret.
     Unavailable(String),
@@ -107,17 +109,71 @@ struct Entry {
 
 /// The embedded store: a `parking_lot` read-write lock around a map.
 pub struct MemoryStore {
-    sessions: RwLock<HashMap<SessionId, Entry>>,
+    sessions: RwLock<Sessions>,
     max_sessions: usize,
+    max_per_bot: u32,
     idle_timeout: Duration,
     epoch: Instant,
 }
 
+/// The sessions, and how many each bot holds (for `--max-sessions-per-bot`),
+/// changed only together.
+#[derive(Default)]
+struct Sessions {
+    map: HashMap<SessionId, Entry>,
+    /// By the bot entry's address, stable while a session holds it; a bot
+    /// with no session has no entry here.
+    per_bot: HashMap<usize, u32>,
+}
+
+fn bot_key(bot: &Arc<Bot>) -> usize {
+    Arc::as_ptr(bot) as usize
+}
+
+impl Sessions {
+    fn insert(&mut self, id: SessionId, entry: Entry) {
+        *self.per_bot.entry(bot_key(&entry.bot)).or_default() += 1;
+        self.map.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: &SessionId) -> Option<Entry> {
+        let entry = self.map.remove(id)?;
+        forget(&mut self.per_bot, &entry.bot);
+        Some(entry)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&SessionId, &Entry) -> bool) {
+        let per_bot = &mut self.per_bot;
+        self.map.retain(|id, entry| {
+            let kept = keep(id, entry);
+            if !kept {
+                forget(per_bot, &entry.bot);
+            }
+            kept
+        });
+    }
+
+    fn of_bot(&self, bot: &Arc<Bot>) -> u32 {
+        self.per_bot.get(&bot_key(bot)).copied().unwrap_or(0)
+    }
+}
+
+fn forget(per_bot: &mut HashMap<usize, u32>, bot: &Arc<Bot>) {
+    let key = bot_key(bot);
+    if let Some(count) = per_bot.get_mut(&key) {
+        *count -= 1;
+        if *count == 0 {
+            per_bot.remove(&key);
+        }
+    }
+}
+
 impl MemoryStore {
-    pub fn new(max_sessions: usize, idle_timeout: Duration) -> Self {
+    pub fn new(max_sessions: usize, max_per_bot: u32, idle_timeout: Duration) -> Self {
         MemoryStore {
-            sessions: RwLock::new(HashMap::new()),
+            sessions: RwLock::new(Sessions::default()),
             max_sessions,
+            max_per_bot,
             idle_timeout,
             epoch: Instant::now(),
         }
@@ -136,12 +192,19 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     fn create(&self, bot: Arc<Bot>) -> Result<SessionId, StoreError> {
         let mut sessions = self.sessions.write();
-        if sessions.len() >= self.max_sessions {
+        let full = |s: &Sessions| s.map.len() >= self.max_sessions;
+        let bot_full = |s: &Sessions| s.of_bot(&bot) >= self.max_per_bot;
+        if full(&sessions) || bot_full(&sessions) {
             // Make room from expired sessions the sweeper has not reached yet.
             let now = self.now_ms();
             sessions.retain(|_, entry| !self.is_expired(entry, now));
-            if sessions.len() >= self.max_sessions {
+            if full(&sessions) {
                 return Err(StoreError::Full);
+            }
+            if bot_full(&sessions) {
+                return Err(StoreError::BotFull {
+                    limit: self.max_per_bot,
+                });
             }
         }
         let id = SessionId::generate();
@@ -155,7 +218,7 @@ impl SessionStore for MemoryStore {
 
     fn get(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError> {
         let sessions = self.sessions.read();
-        let Some(entry) = sessions.get(id) else {
+        let Some(entry) = sessions.map.get(id) else {
             return Ok(None);
         };
         let now = self.now_ms();
@@ -189,6 +252,7 @@ impl SessionStore for MemoryStore {
         if !self
             .sessions
             .read()
+            .map
             .values()
             .any(|e| self.is_expired(e, now))
         {
@@ -205,7 +269,7 @@ impl SessionStore for MemoryStore {
     }
 
     fn len(&self) -> usize {
-        self.sessions.read().len()
+        self.sessions.read().map.len()
     }
 }
 
@@ -268,16 +332,34 @@ mod tests {
     #[test]
     fn store_refuses_past_max_sessions() {
         let registry = BotRegistry::new(50, 8);
-        let store = MemoryStore::new(2, Duration::from_secs(60));
+        let store = MemoryStore::new(2, 10, Duration::from_secs(60));
         store.create(bot(&registry, "a")).unwrap();
         store.create(bot(&registry, "a")).unwrap();
         assert_eq!(store.create(bot(&registry, "a")), Err(StoreError::Full));
     }
 
     #[test]
+    fn store_refuses_a_bot_past_its_share_and_counts_what_ends() {
+        let registry = BotRegistry::new(50, 8);
+        let store = MemoryStore::new(10, 2, Duration::from_secs(60));
+        let a = bot(&registry, "a");
+        let first = store.create(Arc::clone(&a)).unwrap();
+        store.create(Arc::clone(&a)).unwrap();
+        assert_eq!(
+            store.create(Arc::clone(&a)),
+            Err(StoreError::BotFull { limit: 2 })
+        );
+        store.create(bot(&registry, "b")).unwrap();
+        store.remove(&first).unwrap();
+        store.create(Arc::clone(&a)).unwrap();
+        assert_eq!(store.remove_bot(&a).unwrap().len(), 2);
+        store.create(Arc::clone(&a)).unwrap();
+    }
+
+    #[test]
     fn expired_sessions_are_not_served_and_are_swept() {
         let registry = BotRegistry::new(50, 8);
-        let store = MemoryStore::new(10, Duration::from_millis(20));
+        let store = MemoryStore::new(10, 10, Duration::from_millis(20));
         let id = store.create(bot(&registry, "a")).unwrap();
         std::thread::sleep(Duration::from_millis(40));
         assert!(store.get(&id).unwrap().is_none());
@@ -289,7 +371,7 @@ mod tests {
     #[test]
     fn remove_bot_ends_only_that_bots_sessions() {
         let registry = BotRegistry::new(50, 8);
-        let store = MemoryStore::new(10, Duration::from_secs(60));
+        let store = MemoryStore::new(10, 10, Duration::from_secs(60));
         let a = bot(&registry, "a");
         store.create(Arc::clone(&a)).unwrap();
         store.create(Arc::clone(&a)).unwrap();

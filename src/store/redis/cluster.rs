@@ -230,7 +230,11 @@ impl ClusterLimiter for RedisLimiter {
             })
             .map_err(|err| match err {
                 StoreError::Unavailable(reason) => Unreachable(reason),
-                StoreError::Full => Unreachable("Redis refused the command".into()),
+                // The pool fails only as unavailable; the store's limits
+                // are not the limiter's business.
+                StoreError::Full | StoreError::BotFull { .. } => {
+                    Unreachable("Redis refused the command".into())
+                }
             })?;
         let mode = match mode.as_str() {
             "probe" => Mode::Probe,

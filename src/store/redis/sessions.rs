@@ -45,19 +45,21 @@ const SESSIONS_ZSET: &str = "dbb:sessions";
 /// with it); the next request unseals the token again.
 const BOT_CACHE_IDLE: Duration = Duration::from_secs(600);
 
-/// Logs in: trims expired entries, refuses past --max-sessions, stores the
-/// session and indexes it under its bot.
+/// Logs in: trims expired entries, refuses past --max-sessions (0) and
+/// --max-sessions-per-bot (-1), stores the session and indexes it under its
+/// bot.
 const CREATE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[9]) then return -1 end
 redis.call('HSET', KEYS[1], 't', ARGV[3], 'b', ARGV[4], 'i', ARGV[5], 'u', ARGV[6], 'p', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[8])
 redis.call('ZADD', KEYS[3], now + ttl, ARGV[8])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 redis.call('PEXPIRE', KEYS[3], ttl)
 return 1
 ";
@@ -120,6 +122,7 @@ pub struct RedisStore {
     bots: Arc<BotRegistry>,
     cache: Mutex<HashMap<String, Cached>>,
     max_sessions: u64,
+    max_per_bot: u32,
     ttl_ms: u64,
     create: Script,
     get: Script,
@@ -133,6 +136,7 @@ impl RedisStore {
         key: SessionKey,
         bots: Arc<BotRegistry>,
         max_sessions: u64,
+        max_per_bot: u32,
         idle_timeout: Duration,
     ) -> RedisStore {
         RedisStore {
@@ -141,6 +145,7 @@ impl RedisStore {
             bots,
             cache: Mutex::new(HashMap::new()),
             max_sessions,
+            max_per_bot,
             ttl_ms: idle_timeout.as_millis().max(1) as u64,
             create: Script::new(CREATE),
             get: Script::new(GET),
@@ -218,10 +223,17 @@ impl SessionStore for RedisStore {
                 .arg(&identity.username)
                 .arg(id.prefix())
                 .arg(&hash)
+                .arg(self.max_per_bot)
                 .invoke(c)
         })?;
-        if created == 0 {
-            return Err(StoreError::Full);
+        match created {
+            0 => return Err(StoreError::Full),
+            -1 => {
+                return Err(StoreError::BotFull {
+                    limit: self.max_per_bot,
+                });
+            }
+            _ => {}
         }
         self.cache.lock().insert(
             bot_hash,
