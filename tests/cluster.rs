@@ -411,3 +411,26 @@ fn a_busy_bots_index_forgets_its_expired_sessions() {
         "only the busy session is left in the bot's index"
     );
 }
+
+#[test]
+fn one_token_holds_at_most_max_sessions_per_bot_across_instances() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let cap = ["--max-sessions-per-bot", "2"];
+    let a = instance(&fake, &redis, &cap);
+    let b = instance(&fake, &redis, &cap);
+    let first = a.session(TOKEN);
+    b.session(TOKEN);
+    let refused = a.login(TOKEN);
+    assert_eq!(refused.status, 503, "{}", refused.text);
+    assert!(
+        refused.error().contains("--max-sessions-per-bot"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(b.login(MULTI_TOKEN).status, 200, "other bots are not capped");
+    assert_eq!(b.logout(&first).status, 200);
+    assert_eq!(a.login(TOKEN).status, 200, "a logout anywhere makes room");
+}
