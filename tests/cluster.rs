@@ -430,7 +430,11 @@ fn one_token_holds_at_most_max_sessions_per_bot_across_instances() {
         "{}",
         refused.text
     );
-    assert_eq!(b.login(MULTI_TOKEN).status, 200, "other bots are not capped");
+    assert_eq!(
+        b.login(MULTI_TOKEN).status,
+        200,
+        "other bots are not capped"
+    );
     assert_eq!(b.logout(&first).status, 200);
     assert_eq!(a.login(TOKEN).status, 200, "a logout anywhere makes room");
 }

@@ -168,9 +168,27 @@ fn cors_gives_a_disallowed_origin_no_cors_headers() {
 }
 
 #[test]
+fn every_answer_to_an_allowed_origin_exposes_the_headers_api_md_lists() {
+    let (_fake, service) = setup(&[]);
+    for path in ["/healthz", "/api/guilds"] {
+        let reply = service.request("GET", path, &[("Origin", "https://app.example")], None);
+        assert_eq!(
+            reply.header("access-control-expose-headers"),
+            Some("Retry-After, Idempotency-Key, Idempotent-Replayed"),
+            "{path}"
+        );
+    }
+}
+
+#[test]
 fn options_on_any_api_path_is_a_preflight_without_session() {
     let (_fake, service) = setup(&[]);
-    for path in ["/api/guilds", "/api/auth/login", "/api/anything"] {
+    // API.md: "`Access-Control-Allow-Methods` (the path's methods)".
+    for (path, methods) in [
+        ("/api/guilds", "GET, OPTIONS"),
+        ("/api/auth/login", "POST, OPTIONS"),
+        ("/api/anything", "GET, POST, OPTIONS"),
+    ] {
         let reply = service.request(
             "OPTIONS",
             path,
@@ -181,14 +199,19 @@ fn options_on_any_api_path_is_a_preflight_without_session() {
             None,
         );
         assert_eq!(reply.status, 204, "{path}");
-        assert!(
-            reply
-                .header("access-control-allow-methods")
-                .unwrap()
-                .contains("GET")
-        );
+        assert_eq!(reply.header("access-control-allow-methods"), Some(methods));
         let headers = reply.header("access-control-allow-headers").unwrap();
-        assert!(headers.contains("Authorization") && headers.contains("Content-Type"));
+        // API.md: "at least `Authorization, Content-Type, Idempotency-Key,
+        // Last-Event-ID, X-Audit-Log-Reason`".
+        for needed in [
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "Last-Event-ID",
+            "X-Audit-Log-Reason",
+        ] {
+            assert!(headers.contains(needed), "{needed} missing from {headers}");
+        }
         assert!(reply.header("access-control-max-age").is_some());
         assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
     }

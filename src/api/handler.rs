@@ -16,7 +16,7 @@ use crate::api::auth::login_token;
 use crate::api::error::ApiError;
 use crate::api::query::Query;
 use crate::api::reads::{self, Call};
-use crate::api::routes::{Endpoint, OPENAPI, resolve, route_label};
+use crate::api::routes::{Endpoint, OPENAPI, preflight_methods, resolve, route_label};
 use crate::discord::Discord;
 use crate::discord::bots::{Bot, BotRegistry};
 use crate::discord::guard::{InvalidRequests, LoginThrottle};
@@ -206,7 +206,7 @@ impl Api {
     ) -> Result<Response, ApiError> {
         let path = request.path();
         if request.method() == "OPTIONS" && path.starts_with("/api/") {
-            return Ok(self.cors.preflight());
+            return Ok(self.cors.preflight(preflight_methods(path)));
         }
         let endpoint = resolve(request.method(), path)?;
         if endpoint == Endpoint::Healthz {

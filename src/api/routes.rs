@@ -54,6 +54,19 @@ fn allow_header(method: &str, path: &str) -> &'static str {
     }
 }
 
+/// Every method an `/api/` path serves, for the preflight of a path that is
+/// not a route (the unit test below holds it to the table).
+const ANY_API_METHODS: &str = "GET, POST, OPTIONS";
+
+/// `Access-Control-Allow-Methods` of a preflight on `path`: the path's own
+/// methods, from the table (API.md, "CORS").
+pub(super) fn preflight_methods(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map_or(ANY_API_METHODS, |(_, served, _)| allow_header(served, path))
+}
+
 /// The metrics label of a path: its route, or one label for every path that
 /// is not a route, so clients cannot create series.
 pub(super) fn route_label(path: &str) -> &'static str {
@@ -80,6 +93,23 @@ pub(super) fn resolve(method: &str, path: &str) -> Result<Endpoint, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preflight_names_the_paths_own_methods() {
+        assert_eq!(preflight_methods("/api/auth/login"), "POST, OPTIONS");
+        assert_eq!(preflight_methods("/api/guilds"), "GET, OPTIONS");
+        let mut all: Vec<&str> = ROUTES
+            .iter()
+            .filter(|(path, _, _)| path.starts_with("/api/"))
+            .map(|(_, method, _)| *method)
+            .chain(["OPTIONS"])
+            .collect();
+        all.sort();
+        all.dedup();
+        let mut any: Vec<&str> = ANY_API_METHODS.split(", ").collect();
+        any.sort();
+        assert_eq!(any, all, "ANY_API_METHODS is the table's /api/ methods");
+    }
 
     #[test]
     fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {

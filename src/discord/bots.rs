@@ -4,9 +4,11 @@
 //! rate-limit state, so all sessions of one bot share one set of limits.
 //!
 //! Architecture invariants:
-//! - the token never leaves this module except as the `Authorization` header
-//!   value handed to `discord`; `Token` has no `Display`, no `Serialize`, and
-//!   its `Debug` prints `Token(<redacted>)`, so no format string can leak it;
+//! - in clear, the token leaves this module only as the `Authorization`
+//!   header value `client` sends; with `--redis-url`, `store::redis` takes
+//!   the same bytes to seal them, and never writes them in clear. `Token`
+//!   has no `Display`, no `Serialize`, and its `Debug` prints
+//!   `Token(<redacted>)`, so no format string can leak it;
 //! - the registry holds `Weak` references: a bot lives exactly as long as a
 //!   session (or an in-flight login) holds it, and `sweep` drops dead entries.
 

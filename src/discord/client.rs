@@ -3,12 +3,14 @@
 //! `discord::Error`s.
 //!
 //! Architecture invariants:
-//! - this is the only module that knows Discord URLs; a `Route` is built from
-//!   `Snowflake`s and integers only, so client text never reaches a URL;
+//! - it sends only what a `Route` (built from `Snowflake`s and integers
+//!   only) says, so client text never reaches a URL;
 //! - only GETs are sent, so a retry (once, on a 5xx or a dropped connection)
 //!   can never duplicate a side effect;
-//! - bodies are returned as Discord's bytes, validated as JSON but not
-//!   re-serialised, so objects reach the client exactly as Discord sent them;
+//! - bodies are returned as Discord's bytes, never re-serialised, so objects
+//!   reach the client exactly as Discord sent them; a 2xx body must look
+//!   like a JSON document (`looks_like_json`: its outer brackets, not a full
+//!   parse) or it is retried as a bad answer;
 //! - no error or log line carries the token (ureq errors do not include
 //!   request headers, and we never format the `Authorization` value).
 

@@ -5,8 +5,11 @@
 
 use crate::http::server::Response;
 
-const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
-const ALLOW_HEADERS: &str = "Authorization, Content-Type";
+/// Request headers a browser may send (API.md, "CORS").
+const ALLOW_HEADERS: &str =
+    "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, X-Audit-Log-Reason";
+/// Response headers a page's script may read (API.md, "CORS").
+const EXPOSE_HEADERS: &str = "Retry-After, Idempotency-Key, Idempotent-Replayed";
 /// Seconds a browser may cache a preflight answer.
 const MAX_AGE_SECS: u32 = 600;
 
@@ -19,24 +22,28 @@ impl Cors {
         Cors { origins }
     }
 
-    /// Adds `Access-Control-Allow-Origin` (and `Vary: Origin` when the answer
-    /// depends on it) for an allowed origin; nothing for a disallowed one.
+    /// Adds `Access-Control-Allow-Origin` and `-Expose-Headers` (and `Vary:
+    /// Origin` when the answer depends on it) for an allowed origin;
+    /// nothing for a disallowed one.
     pub fn apply(&self, origin: Option<&str>, response: &mut Response) {
         match &self.origins {
             CorsOrigins::Any => response.header("Access-Control-Allow-Origin", "*"),
             CorsOrigins::List(allowed) => {
                 response.header("Vary", "Origin");
-                if let Some(origin) = origin.filter(|o| allowed.iter().any(|a| a == o)) {
-                    response.header("Access-Control-Allow-Origin", origin);
+                match origin.filter(|o| allowed.iter().any(|a| a == o)) {
+                    Some(origin) => response.header("Access-Control-Allow-Origin", origin),
+                    None => return,
                 }
             }
         }
+        response.header("Access-Control-Expose-Headers", EXPOSE_HEADERS);
     }
 
-    /// The answer to `OPTIONS` on an `/api/` path.
-    pub fn preflight(&self) -> Response {
+    /// The answer to `OPTIONS` on an `/api/` path; `methods` are the path's
+    /// own (the API's route table knows them, not this module).
+    pub fn preflight(&self, methods: &'static str) -> Response {
         let mut response = Response::no_content();
-        response.header("Access-Control-Allow-Methods", ALLOW_METHODS);
+        response.header("Access-Control-Allow-Methods", methods);
         response.header("Access-Control-Allow-Headers", ALLOW_HEADERS);
         response.header("Access-Control-Max-Age", MAX_AGE_SECS.to_string());
         response
