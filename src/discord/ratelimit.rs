@@ -970,20 +970,33 @@ mod tests {
         let limiter = Arc::new(limiter());
         let clock = SystemClock;
         let probe = limiter.acquire(route(1), &clock, Instant::now()).unwrap();
-        limiter.complete(probe, &headers("h", 1, 0, 0.5), Instant::now());
-        let waiter = {
+        // Route 1 is spent for 5 s; a waiter sleeps on it.
+        limiter.complete(probe, &headers("h", 1, 0, 5.0), Instant::now());
+        {
             let limiter = Arc::clone(&limiter);
             std::thread::spawn(move || {
-                limiter
-                    .acquire(route(1), &SystemClock, Instant::now() + 2 * SECOND)
-                    .is_ok()
-            })
-        };
+                let _ = limiter.acquire(route(1), &SystemClock, Instant::now() + 10 * SECOND);
+            });
+        }
         std::thread::sleep(Duration::from_millis(50));
+        // Had the waiter kept the lock while it sleeps, this would wait the
+        // 5 s with it; a busy machine delays it by milliseconds, not that.
         let started = Instant::now();
         limiter.acquire(route(2), &clock, Instant::now()).unwrap();
-        assert!(started.elapsed() < Duration::from_millis(20));
-        assert!(waiter.join().unwrap());
+        assert!(started.elapsed() < 2 * SECOND, "{:?}", started.elapsed());
+    }
+
+    /// A clock whose waits would last ten seconds unless something wakes
+    /// the waiter: a waiter that is only polled would take that long.
+    struct SlowPolls;
+
+    impl Clock for SlowPolls {
+        fn now(&self) -> Instant {
+            Instant::now()
+        }
+        fn wait(&self, _timeout: Duration, block: &mut dyn FnMut(Duration)) {
+            block(10 * SECOND);
+        }
     }
 
     #[test]
@@ -997,16 +1010,14 @@ mod tests {
             std::thread::spawn(move || {
                 let started = Instant::now();
                 limiter
-                    .acquire(route(1), &SystemClock, Instant::now() + 2 * SECOND)
+                    .acquire(route(1), &SlowPolls, Instant::now() + 20 * SECOND)
                     .unwrap();
                 started.elapsed()
             })
         };
         std::thread::sleep(Duration::from_millis(10));
         limiter.complete(probe, &headers("h", 5, 4, 1.0), Instant::now());
-        assert!(
-            waiter.join().unwrap() < Duration::from_millis(45),
-            "woken, not polled"
-        );
+        let waited = waiter.join().unwrap();
+        assert!(waited < 5 * SECOND, "polled, not woken: {waited:?}");
     }
 }
