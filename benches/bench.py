@@ -15,7 +15,8 @@ Scenarios (issue #4):
   against a local redis-server started for it, beside A in memory.
 
 `bench.py compare OLD NEW [ROUNDS]` (make bench-compare): scenario A for two
-builds of the service, alternated in one sitting.
+builds of the service, alternated in one sitting (BENCH_COMPARE_REDIS=1: A-R,
+with a redis-server started for it).
 
 Environment: BENCH_SECONDS (default 10) per wrk run, BENCH_BOTS (default 1000),
 BENCH_SERVICE_FLAGS (extra service flags, e.g. "--workers 512"), BENCH_REDIS=0
@@ -305,11 +306,13 @@ def compare(before, after, rounds):
     neighbouring runs. Prints each run and the medians."""
     global SERVICE
     runs = {before: [], after: []}
+    redis = RedisServer() if os.environ.get("BENCH_COMPARE_REDIS") == "1" else None
+    flags = redis.flags() if redis else []
     for round_ in range(rounds):
         for binary in (before, after):
             SERVICE = binary
             results = {}
-            scenario(0, 64, results, "A")
+            scenario(0, 64, results, "A", *flags)
             a = results["A"]
             runs[binary].append(a)
             print(f"round {round_ + 1} {binary}: {a['cpu_us']:.1f} us CPU per request, "
@@ -320,7 +323,10 @@ def compare(before, after, rounds):
         return values[len(values) // 2]
     cpu = {b: median([r["cpu_us"] for r in runs[b]]) for b in runs}
     ratio = {b: median([r["ratio"] for r in runs[b]]) for b in runs}
-    print(f"median of {rounds}: before {cpu[before]:.1f} us, after {cpu[after]:.1f} us "
+    if redis:
+        redis.stop()
+    print(f"median of {rounds}{' (A-R: sessions and limits in Redis)' if redis else ''}: "
+          f"before {cpu[before]:.1f} us, after {cpu[after]:.1f} us "
           f"(after / before {cpu[after] / cpu[before]:.3f}); throughput ratio "
           f"{ratio[before]:.3f} -> {ratio[after]:.3f}")
 

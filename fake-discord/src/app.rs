@@ -47,6 +47,10 @@ pub struct Options {
     pub limits: Option<Limits>,
     /// Fixed delay added to every Discord-route answer.
     pub latency: Duration,
+    /// Up to this much random delay before a Discord-route request is
+    /// processed, as if the network held it on its way: Discord counts a
+    /// request when it arrives, not when the client sent it.
+    pub jitter: Duration,
     /// When Cloudflare bans an IP for invalid requests.
     pub ban_rule: BanRule,
 }
@@ -103,6 +107,9 @@ impl App {
 
     /// Handles one request that is not for the control API.
     fn discord(&self, req: &Request) -> Outcome {
+        if !self.options.jitter.is_zero() {
+            thread::sleep(random_below(self.options.jitter));
+        }
         let authorization = req.header("authorization");
         let token = authorization.and_then(|h| h.strip_prefix("Bot "));
         let scheme_ok = token.is_some_and(|t| !t.is_empty() && !t.contains(char::is_whitespace));
@@ -362,4 +369,27 @@ fn cloudflare_429(retry_ms: u64) -> Response {
         ],
         body: BANNED_BODY.as_bytes().to_vec(),
     }
+}
+
+/// A random duration in `[0, max]`, from a per-thread xorshift seeded by the
+/// clock and the thread: tests need spread, not cryptography.
+fn random_below(max: Duration) -> Duration {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let nanos = unix_now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let id = format!("{:?}", thread::current().id());
+            id.bytes().fold(nanos | 1, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3))
+        });
+    }
+    let next = STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    });
+    let max_us = max.as_micros() as u64;
+    Duration::from_micros(next % (max_us + 1))
 }

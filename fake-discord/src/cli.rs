@@ -61,6 +61,12 @@ const OPTIONS: &[Opt] = &[
         help: "fixed delay added to every Discord-route answer",
     },
     Opt {
+        flag: "--jitter-ms",
+        value: Some("MS"),
+        default: "0",
+        help: "random delay (0 to MS) before a Discord-route request arrives",
+    },
+    Opt {
         flag: "--invalid-limit",
         value: Some("N"),
         default: "10000",
@@ -102,6 +108,7 @@ pub struct Config {
     pub route_window: Duration,
     pub global_limit: u32,
     pub latency: Duration,
+    pub jitter: Duration,
     pub ratelimit: bool,
     pub invalid_limit: usize,
     pub invalid_window: Duration,
@@ -118,6 +125,7 @@ impl Default for Config {
             route_window: Duration::from_millis(1000),
             global_limit: 50,
             latency: Duration::ZERO,
+            jitter: Duration::ZERO,
             ratelimit: true,
             invalid_limit: 10_000,
             invalid_window: Duration::from_secs(600),
@@ -197,6 +205,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             }
             "--global-limit" => cfg.global_limit = number(&flag, &value, 1)?,
             "--latency-ms" => cfg.latency = Duration::from_millis(number(&flag, &value, 0)?),
+            "--jitter-ms" => cfg.jitter = Duration::from_millis(number(&flag, &value, 0)?),
             "--no-ratelimit" => cfg.ratelimit = false,
             "--invalid-limit" => cfg.invalid_limit = number(&flag, &value, 1)?,
             "--invalid-window-ms" => {

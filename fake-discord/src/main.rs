@@ -88,6 +88,7 @@ fn main() -> ExitCode {
             global_limit: config.global_limit,
         }),
         latency: config.latency,
+        jitter: config.jitter,
         ban_rule: edge::BanRule {
             limit: config.invalid_limit,
             window: config.invalid_window,

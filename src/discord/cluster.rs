@@ -31,6 +31,9 @@ pub struct Ticket {
     pub mode: Mode,
     /// For a known bucket: what the shared count left after this request.
     pub left: i64,
+    /// Where the request's entry in the bot's global log is, and the entry.
+    pub log_key: String,
+    pub log_entry: String,
 }
 
 /// How the cluster admitted a request.

@@ -6,13 +6,21 @@
 //! instances serving one bot would each allow the full limit, so right before
 //! a request is sent, `discord` also asks the cluster (`ClusterLimiter`):
 //!
-//! - **global**: a sliding log per bot (a ZSET of send times, Redis's clock)
-//!   admits at most `--global-rate-limit` requests in any window of one
-//!   second plus `GLOBAL_MARGIN`. The margin is there because the log is
-//!   stamped when a request is *sent*, and Discord counts when it *arrives*:
-//!   as long as the latency varies by less than the margin, no second of
-//!   arrivals holds more than the limit. (The local log stamps answers
-//!   instead, which would cost a second round trip per request here.)
+//! - **global**: a sliding log per bot (a ZSET, Redis's clock) admits at
+//!   most `--global-rate-limit` requests in any window of one second.
+//!   Discord counts a request when it *arrives*, somewhere between our
+//!   sending it and its answer, and how long that takes is not ours to know
+//!   (a slow connect, a busy machine, a network hop). So an entry is
+//!   stamped in the future when the request is admitted (`hold`: the
+//!   upstream timeout and a second), which keeps it counted while it is in
+//!   flight, and stamped again with Redis's time once its answer came,
+//!   which is after Discord counted it: it then counts for one more
+//!   second. Stamping at sending time with a 100 ms margin, as before,
+//!   let two instances put 51 requests in one of Discord's seconds once a
+//!   request took longer than the margin to arrive (issue #16).
+//!   The re-stamps are batched by a `log-restamp` thread, off the request's
+//!   path: a request still costs one round trip to Redis before it is sent,
+//!   and a re-stamp that is late or lost only keeps the slot longer.
 //! - **route buckets**, keyed by route template and top-level id: a hash of
 //!   the bucket's `remaining` and `reset_at` as Discord's headers said. An
 //!   unknown or expired bucket *probes*: one request in the whole cluster
@@ -33,6 +41,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
 
 use redis::Script;
@@ -45,8 +54,18 @@ use crate::store::StoreError;
 use crate::store::redis::RedisPool;
 use crate::store::seal::SessionKey;
 
-/// Added to the one-second global window; see the module docs.
-pub const GLOBAL_MARGIN: Duration = Duration::from_millis(100);
+/// Discord's global window.
+const GLOBAL_WINDOW: Duration = Duration::from_secs(1);
+/// Re-stamps waiting for the `log-restamp` thread; past this, a re-stamp is
+/// skipped and its slot is held until its future stamp ages out.
+const RESTAMP_QUEUE: usize = 4096;
+/// Re-stamps sent to Redis in one script call at most.
+const RESTAMP_BATCH: usize = 256;
+/// How long the `log-restamp` thread lets answers gather after the first:
+/// one script call for many answers under load (each call is a round trip
+/// and Redis's CPU, on the same cores as ours), at the price of slots held
+/// that much longer.
+const RESTAMP_GATHER: Duration = Duration::from_millis(5);
 /// Longest a waiter sleeps before asking again while another instance's
 /// probe is out (its answer may come any moment).
 const PROBE_POLL: Duration = Duration::from_millis(20);
@@ -71,13 +90,15 @@ else
   mode = 'probe'
 end
 local window = tonumber(ARGV[2])
+local hold = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {math.max(1, tonumber(oldest[2]) + window - now), '', 0}
+  local oldest = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+  if oldest > now then return {tonumber(ARGV[5]), '', 0} end
+  return {math.max(1, oldest + window - now), '', 0}
 end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
-redis.call('PEXPIRE', KEYS[1], window + 1000)
+redis.call('ZADD', KEYS[1], now + hold, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], hold + window + 1000)
 local left = 0
 if mode == 'known' then
   left = redis.call('HINCRBY', KEYS[2], 'remaining', -1)
@@ -86,6 +107,17 @@ elseif mode == 'probe' then
   redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]) + 60000)
 end
 return {0, mode, left}
+";
+
+/// The answers came: each entry of a global log (KEYS[i], member ARGV[i])
+/// counts from now for one more window.
+const RESTAMP: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', now, ARGV[i])
+end
+return #KEYS
 ";
 
 /// What an answer taught. ARGV: kind (headers | limited | none | release),
@@ -117,6 +149,9 @@ return 1
 
 pub struct RedisLimiter {
     pool: Arc<RedisPool>,
+    /// To the `log-restamp` thread: (global log key, member) of answered
+    /// requests.
+    restamps: SyncSender<(String, String)>,
     key: SessionKey,
     global_per_second: u32,
     /// How long a probe holds its bucket if its answer is never recorded.
@@ -136,7 +171,17 @@ impl RedisLimiter {
         global_per_second: u32,
         probe_hold: Duration,
     ) -> RedisLimiter {
+        let (restamps, queue) = sync_channel(RESTAMP_QUEUE);
+        let restamper_pool = Arc::clone(&pool);
+        let started = std::thread::Builder::new()
+            .name("log-restamp".into())
+            .spawn(move || restamp_forever(&restamper_pool, &queue));
+        if let Err(err) = started {
+            // Entries then keep their future stamps: safe, and slower.
+            log::warn!("cannot start the global-log re-stamp thread: {err}");
+        }
         RedisLimiter {
+            restamps,
             pool,
             key,
             global_per_second: global_per_second.max(1),
@@ -214,17 +259,17 @@ impl ClusterLimiter for RedisLimiter {
             self.instance,
             self.counter.fetch_add(1, Ordering::Relaxed)
         );
-        let window = Duration::from_secs(1) + GLOBAL_MARGIN;
+        let log_key = format!("dbb:rl:global:{bot_hash}");
         let (wait_ms, mode, left): (u64, String, i64) = self
             .pool
             .run(|c| {
                 self.admit
-                    .key(format!("dbb:rl:global:{bot_hash}"))
+                    .key(&log_key)
                     .key(&route_key)
                     .arg(self.global_per_second)
-                    .arg(window.as_millis() as u64)
+                    .arg(GLOBAL_WINDOW.as_millis() as u64)
                     .arg(self.probe_hold.as_millis() as u64)
-                    .arg(member)
+                    .arg(&member)
                     .arg(PROBE_POLL.as_millis() as u64)
                     .invoke(c)
             })
@@ -246,10 +291,17 @@ impl ClusterLimiter for RedisLimiter {
             route_key,
             mode,
             left,
+            log_key,
+            log_entry: member,
         }))
     }
 
     fn record(&self, ticket: &Ticket, answer: Answer<'_>) {
+        // Answered, or given up on: either way after Discord counted it.
+        let restamp = (ticket.log_key.clone(), ticket.log_entry.clone());
+        if let Err(TrySendError::Full(_)) = self.restamps.try_send(restamp) {
+            log::debug!("the global-log re-stamp queue is full; a slot is held longer");
+        }
         let probe = ticket.mode == Mode::Probe;
         let (kind, remaining, reset_after) = match answer {
             Answer::Lost => ("release", 0, Duration::ZERO),
@@ -291,5 +343,36 @@ impl ClusterLimiter for RedisLimiter {
             // cluster probe again when the probe's hold ends.
             log::debug!("cannot record a Discord answer in Redis: {err:?}");
         }
+    }
+}
+
+/// The `log-restamp` thread: waits for an answered request, lets others
+/// gather for `RESTAMP_GATHER`, then re-stamps them all in one script call.
+/// Ends when the limiter goes.
+fn restamp_forever(pool: &RedisPool, queue: &Receiver<(String, String)>) {
+    let script = Script::new(RESTAMP);
+    let mut batch = Vec::with_capacity(RESTAMP_BATCH);
+    while let Ok(first) = queue.recv() {
+        batch.push(first);
+        std::thread::sleep(RESTAMP_GATHER);
+        while batch.len() < RESTAMP_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let done = pool.run(|c| {
+            let mut call = script.prepare_invoke();
+            for (key, member) in &batch {
+                call.key(key).arg(member);
+            }
+            call.invoke::<i64>(c)
+        });
+        if let Err(err) = done {
+            // The pool has logged the outage; the entries keep their future
+            // stamps, which only hold their slots longer.
+            log::debug!("cannot re-stamp the global log: {err:?}");
+        }
+        batch.clear();
     }
 }
