@@ -1,7 +1,7 @@
 # discord-bot-backend as a container: one static binary in an empty image.
 #
 #   docker build -t discord-bot-backend .
-#   docker run --rm -p 3000:3000 --env-file discord-bot-backend.env --stop-timeout 25 discord-bot-backend
+#   docker run --rm -p 3000:3000 -v dbb-data:/data --env-file discord-bot-backend.env --stop-timeout 25 discord-bot-backend
 #
 # Without the builder image (offline, or a binary you already trust), build the
 # same final image around the binary of `make static`; the builder stage is
@@ -24,6 +24,12 @@ FROM scratch AS base
 ENV HOST=0.0.0.0 \
     PORT=3000
 EXPOSE 3000
+# Sessions survive a restart in /data, a volume: mount one there (`-v
+# dbb-data:/data`), or the runtime makes an anonymous one per container.
+# The directory belongs to the service's user, as a fresh volume copies it.
+ENV DATA_DIR=/data
+COPY --chown=65534:65534 deploy/data-volume.txt /data/README.txt
+VOLUME /data
 # nobody:nogroup by number: a scratch image has no /etc/passwd.
 USER 65534:65534
 # SIGTERM drains in-flight requests for up to --upstream-timeout +

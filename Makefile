@@ -4,7 +4,7 @@
 CARGO ?= cargo
 
 help:
-	@echo "make run      build and serve on the embedded defaults (127.0.0.1:3000, real Discord)"
+	@echo "make run      build and serve on 127.0.0.1:3000 against real Discord, sessions kept in ./data"
 	@echo "make test     every test: unit, contract, hostile clients, fake-Discord fidelity"
 	@echo "make lint     clippy with warnings as errors, and rustfmt --check"
 	@echo "make demo     the service plus the bundled fake Discord, with curl commands that work offline"
@@ -19,8 +19,9 @@ help:
 build:
 	$(CARGO) build --workspace
 
+# Sessions survive a restart: the embedded database lives in ./data.
 run:
-	$(CARGO) run --release --bin discord-bot-backend
+	$(CARGO) run --release --bin discord-bot-backend -- --data-dir ./data
 
 # --workspace builds fake-discord too: the contract tests start it.
 # tests/cluster.rs runs against a real redis-server: installed here when

@@ -89,6 +89,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub global_rate_limit: u32,
 
+    /// Directory of the embedded database (SQLite): sessions survive a
+    /// restart. Made with mode 0700 if missing; one instance per directory.
+    /// Without it, everything stays in memory; with --redis-url it is not
+    /// used (the shared state lives in Redis).
+    #[arg(long, env = "DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
     /// Sessions one bot token may hold at once, so one client cannot fill
     /// --max-sessions for everyone; more logins with it get 503.
     #[arg(long, env = "MAX_SESSIONS_PER_BOT", default_value_t = 1000,
@@ -153,8 +160,10 @@ pub struct Config {
           value_parser = Secret("--redis-url", parse_redis_url))]
     pub redis_url: Option<String>,
 
-    /// 64 hex characters (32 bytes, e.g. `openssl rand -hex 32`), the same
-    /// on every instance: seals bot tokens and hashes session IDs in Redis.
+    /// 64 hex characters (32 bytes, e.g. `openssl rand -hex 32`): seals bot
+    /// tokens and hashes session IDs in Redis (the same on every instance)
+    /// or in --data-dir (where a key is generated into secret.key if none
+    /// is given).
     #[arg(long, env = "SESSION_KEY", hide_env_values = true,
           value_parser = Secret("--session-key", SessionKey::parse))]
     pub session_key: Option<SessionKey>,

@@ -19,7 +19,7 @@ use discord_bot_backend::http::cors::Cors;
 use discord_bot_backend::http::server::{Limits, Server};
 use discord_bot_backend::observe::logging;
 use discord_bot_backend::store::redis::{RedisInvalidCount, RedisLimiter, RedisPool, RedisStore};
-use discord_bot_backend::store::{self, MemoryStore, SessionStore};
+use discord_bot_backend::store::{self, DurableStore, MemoryStore, SessionStore};
 
 /// Longest the sweeper sleeps between passes; shorter idle timeouts sweep
 /// four times per timeout, so a session outlives its timeout by at most 25 %.
@@ -84,6 +84,14 @@ fn run(config: &Config) -> Result<(), String> {
     let store: Arc<dyn SessionStore> = match (&redis, &config.session_key) {
         (Some(pool), Some(key)) => {
             log::info!("sessions are in Redis, shared with every instance that uses it");
+            if let Some(dir) = &config.data_dir {
+                // Deploy files set DATA_DIR by default; a Redis user should
+                // not have to unset it, but should know it is not used.
+                log::warn!(
+                    "--data-dir {} is not used: with --redis-url the shared state lives in Redis",
+                    dir.display()
+                );
+            }
             Arc::new(RedisStore::new(
                 Arc::clone(pool),
                 key.clone(),
@@ -93,11 +101,23 @@ fn run(config: &Config) -> Result<(), String> {
                 config.session_idle_timeout(),
             ))
         }
-        _ => Arc::new(MemoryStore::new(
-            config.max_sessions as usize,
-            config.max_sessions_per_bot,
-            config.session_idle_timeout(),
-        )),
+        _ => {
+            let memory = MemoryStore::new(
+                config.max_sessions as usize,
+                config.max_sessions_per_bot,
+                config.session_idle_timeout(),
+            );
+            match &config.data_dir {
+                Some(dir) => DurableStore::open(
+                    dir,
+                    config.session_key.clone(),
+                    &bots,
+                    memory,
+                    config.session_idle_timeout(),
+                )?,
+                None => Arc::new(memory),
+            }
+        }
     };
     let invalid = InvalidRequests::new(config.invalid_request_threshold);
     let invalid = Arc::new(match &redis {
@@ -138,7 +158,7 @@ fn run(config: &Config) -> Result<(), String> {
     });
     let sweep_api = Arc::clone(&api);
     store::sessions::spawn_sweeper(
-        store,
+        Arc::clone(&store),
         bots,
         move || {
             let now = std::time::Instant::now();
@@ -179,6 +199,7 @@ fn run(config: &Config) -> Result<(), String> {
     if abandoned > 0 {
         log::warn!("exiting with {abandoned} request(s) still in flight");
     }
+    store.flush();
     log::info!("stopped");
     Ok(())
 }

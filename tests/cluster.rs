@@ -591,3 +591,22 @@ fn a_request_that_reaches_discord_late_keeps_its_place_in_the_global_second() {
         }
     }
 }
+
+#[test]
+fn with_redis_a_data_dir_is_not_used_and_the_log_says_so() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let dir = std::env::temp_dir().join(format!("dbb-redis-data-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let service = instance(&fake, &redis, &["--data-dir", dir.to_str().unwrap()]);
+    let session = service.session(TOKEN);
+    assert_eq!(guilds(&service, &session), 200);
+    assert!(
+        service.wait_for_log("is not used: with --redis-url"),
+        "{}",
+        service.logs()
+    );
+    assert!(!dir.exists(), "nothing was made in the data directory");
+}

@@ -127,14 +127,26 @@ impl SessionKey {
     /// The Redis name of a session ID: hex HMAC-SHA256 under the session
     /// subkey.
     pub fn session_hash(&self, session_id: &str) -> String {
-        hex(&mac(&self.session, session_id.as_bytes()))
+        hex(&self.session_digest(session_id))
+    }
+
+    /// HMAC-SHA256 of a session ID under the session subkey: how the
+    /// embedded database knows a session.
+    pub fn session_digest(&self, session_id: &str) -> [u8; 32] {
+        mac(&self.session, session_id.as_bytes())
+    }
+
+    /// HMAC-SHA256 of a token under the bot subkey: how the embedded
+    /// database knows a bot.
+    pub fn bot_digest(&self, token_secret: &[u8]) -> [u8; 32] {
+        mac(&self.bot, token_secret)
     }
 
     /// The Redis name of a bot: hex HMAC-SHA256 of its token under the bot
     /// subkey (the same on every instance, unlike `BotRegistry`'s
     /// per-process fingerprint).
     pub fn bot_hash(&self, token_secret: &[u8]) -> String {
-        hex(&mac(&self.bot, token_secret))
+        hex(&self.bot_digest(token_secret))
     }
 }
 
