@@ -13,6 +13,7 @@ help:
 	@echo "make bench    the benchmark table of benches/RESULTS.md, measured on this machine"
 	@echo "make bench-micro  micro-benchmarks of the hot paths (divan); also run by make bench"
 	@echo "make bench-compare BASE=old-binary  scenario A, an older build against this one, in one sitting"
+	@echo "make bench-durable  logins with and without --data-dir, RSS of 10,000 restored sessions"
 	@echo "make bench-curve  the 50 ms scenario at 64/256/1024 connections, RSS at 1k/10k/100k sessions"
 	@echo "make fuzz-api schemathesis against the API, driven by its own OpenAPI document (FUZZ_MAX_EXAMPLES=n)"
 
@@ -78,6 +79,14 @@ bench-compare:
 	$(CARGO) build --release --bin discord-bot-backend
 	cd benches/upstream && $(CARGO) build --release
 	python3 benches/bench.py compare $(BASE) target/release/discord-bot-backend $(or $(ROUNDS),3)
+
+# What --data-dir costs: logins with and without it, RSS and start-up with
+# 10,000 sessions restored (scenario A with it: make bench-compare).
+.PHONY: bench-durable
+bench-durable:
+	$(CARGO) build --release --bin discord-bot-backend
+	cd benches/upstream && $(CARGO) build --release
+	python3 benches/bench.py durable
 
 # Sessions, rate limiter, request front and query parsing in isolation, no
 # network (benches/micro.rs); the numbers are in benches/RESULTS.md.

@@ -14,6 +14,8 @@ Scenarios (issue #4):
   A-R. scenario A with sessions and cluster rate limits in Redis (issue #6),
   against a local redis-server started for it, beside A in memory.
 
+`bench.py durable` (make bench-durable): logins with and without --data-dir,
+RSS and start-up with 10,000 sessions restored from disk.
 `bench.py compare OLD NEW [ROUNDS]` (make bench-compare): scenario A for two
 builds of the service, alternated in one sitting (BENCH_COMPARE_REDIS=1: A-R,
 with a redis-server started for it).
@@ -267,6 +269,48 @@ def sessions_rss(up, count):
     return rss
 
 
+def durable():
+    """`make bench-durable` (issue #11): what `--data-dir` costs where it
+    works, logins, and what restoring 10,000 sessions weighs; scenario A
+    with and without it is `make bench-compare` against a wrapper."""
+    up = upstream(0)
+    rows = ["| measure | in memory | with --data-dir |", "|---|---|---|"]
+    rates = []
+    for flags in ([], ["--data-dir"]):
+        workdir = tempfile.mkdtemp(prefix="dbb-bench-durable-")
+        extra = [flags[0], os.path.join(workdir, "data")] if flags else []
+        svc = service(up.url, "--log-level", "warn", *extra)
+        login_many(svc, 200, "warm")
+        started = time.monotonic()
+        login_many(svc, 2000, "timed")
+        rates.append(2000 / (time.monotonic() - started))
+        svc.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    rows.append(f"| logins per second (32 at once, 2,000) | {rates[0]:.0f} | {rates[1]:.0f} ({rates[1] / rates[0]:.2f} ×) |")
+    workdir = tempfile.mkdtemp(prefix="dbb-bench-durable-")
+    data = ["--data-dir", os.path.join(workdir, "data"), "--max-sessions", "20000", "--log-level", "warn"]
+    svc = service(up.url, *data)
+    login_many(svc, 10_000, "restore")
+    time.sleep(0.5)
+    logged_in = svc.status_kib("VmRSS")
+    svc.proc.send_signal(15)
+    svc.proc.wait(timeout=30)
+    started = time.monotonic()
+    svc = service(up.url, *data)
+    restore_ms = (time.monotonic() - started) * 1000
+    time.sleep(0.5)
+    restored = svc.status_kib("VmRSS")
+    svc.stop()
+    db_bytes = sum(os.path.getsize(os.path.join(workdir, "data", f))
+                   for f in os.listdir(os.path.join(workdir, "data")))
+    shutil.rmtree(workdir, ignore_errors=True)
+    rows.append(f"| RSS with 10,000 sessions of 10,000 bots | {logged_in / 1024:.1f} MiB (after logging in) | {restored / 1024:.1f} MiB (restored from disk) |")
+    rows.append(f"| start with 10,000 sessions to restore | | {restore_ms:.0f} ms to the listening line |")
+    rows.append(f"| the data directory with 10,000 sessions | | {db_bytes / 1e6:.1f} MB |")
+    up.stop()
+    print("\n".join(rows))
+
+
 def rate_limit_scenario():
     """Issue #3's scenario, release build, against the fake enforcing limits."""
     out = subprocess.run(["cargo", "test", "--release", "-q", "--test", "ratelimit", "two_sessions",
@@ -301,7 +345,7 @@ def curve():
 
 def compare(before, after, rounds):
     """`make bench-compare BASE=...`: scenario A for two builds, alternated
-    in one sitting (before, after, before, after, ...), because on these
+    in one sitting (before, after, after, before, ...), because on these
     machines CPU time moves 20-30 % between sittings but far less between
     neighbouring runs. Prints each run and the medians."""
     global SERVICE
@@ -309,7 +353,10 @@ def compare(before, after, rounds):
     redis = RedisServer() if os.environ.get("BENCH_COMPARE_REDIS") == "1" else None
     flags = redis.flags() if redis else []
     for round_ in range(rounds):
-        for binary in (before, after):
+        # A, B, then B, A: the second run of a pair reads 5-10 % slower on
+        # these machines (measured), so each build goes first half the time.
+        order = (before, after) if round_ % 2 == 0 else (after, before)
+        for binary in order:
             SERVICE = binary
             results = {}
             scenario(0, 64, results, "A", *flags)
@@ -334,6 +381,8 @@ def compare(before, after, rounds):
 def main():
     if sys.argv[1:] == ["curve"]:
         return curve()
+    if sys.argv[1:] == ["durable"]:
+        return durable()
     if sys.argv[1:2] == ["compare"] and len(sys.argv) in (4, 5):
         return compare(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) == 5 else 3)
     for binary in (SERVICE, UPSTREAM):
