@@ -5,8 +5,11 @@ Everything is measured in one run on this machine and reported as ratios
 (service ÷ direct upstream), because these machines vary 20-30 % between
 runs. Prints one Markdown table and writes it to benches/RESULTS.md.
 
-Scenarios (issue #4):
+Scenarios (issue #4; issue #18 made the upstream send Discord's rate-limit
+headers on every answer, and each bot read its own channel):
   A. upstream answers at once, 64 connections: throughput ratio, CPU per request
+  A-0. A against an upstream without rate-limit headers: what the limiter's
+     bookkeeping of every answer costs (A ÷ A-0)
   B. upstream answers after 50 ms, 256 connections: throughput ratio, p99
   plus system calls and context switches per request in A (perf stat, in a
   separate run), idle/peak RSS, RSS with 10,000 sessions of 10,000 bots,
@@ -44,6 +47,9 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 BOTS = int(os.environ.get("BENCH_BOTS", "1000"))
 TICKS = os.sysconf("SC_CLK_TCK")
 CHANNEL = "1100000000000000001"
+# Bot k reads its own channel, CHANNEL_BASE + k: a bucket per (bot, channel),
+# as with real bots.
+CHANNEL_BASE = 1_100_000_000_000_000_001
 
 
 class Process:
@@ -84,8 +90,19 @@ class Process:
         self.proc.wait()
 
 
-def upstream(latency_ms):
-    return Process([UPSTREAM, "--port", "0", "--latency-ms", str(latency_ms), "--threads", "1"])
+def upstream(latency_ms, headers=True):
+    """Discord's stand-in; `headers=False` answers without rate-limit
+    headers, to measure what the limiter's bookkeeping costs (A-0)."""
+    return Process([UPSTREAM, "--port", "0", "--latency-ms", str(latency_ms), "--threads", "1",
+                    *([] if headers else ["--no-ratelimit-headers"])])
+
+
+def sessions_file(sessions):
+    """The wrk script's input: a session and its bot's channel per line."""
+    f = tempfile.NamedTemporaryFile("w", delete=False)
+    f.write("".join(f"{s} {CHANNEL_BASE + k}\n" for k, s in enumerate(sessions)))
+    f.close()
+    return f.name
 
 
 def service(upstream_url, *flags):
@@ -174,16 +191,14 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def scenario(latency_ms, connections, results, name, *flags):
-    up = upstream(latency_ms)
+def scenario(latency_ms, connections, results, name, *flags, headers=True):
+    up = upstream(latency_ms, headers)
     direct = wrk(f"{up.url}/api/v10/channels/{CHANNEL}/messages?limit=50", connections, header="Authorization: Bot x")
     svc = service(up.url, *flags)
     results.setdefault("idle_rss", svc.status_kib("VmRSS"))
-    sessions = login_many(svc, BOTS, f"bench-{name}")
-    with tempfile.NamedTemporaryFile("w", delete=False) as f:
-        f.write("\n".join(sessions) + "\n")
+    sessions = sessions_file(login_many(svc, BOTS, f"bench-{name}"))
     before_cpu, before_up = svc.cpu_seconds(), upstream_count(up)
-    through = wrk(f"{svc.url}/api/messages?channelId={CHANNEL}&limit=50", connections, sessions_file=f.name)
+    through = wrk(f"{svc.url}/api/messages", connections, sessions_file=sessions)
     cpu = svc.cpu_seconds() - before_cpu
     upstream_calls = upstream_count(up) - before_up
     results[name] = {
@@ -193,7 +208,7 @@ def scenario(latency_ms, connections, results, name, *flags):
         "upstream_per_request": upstream_calls / through["total"],
         "peak_rss": svc.status_kib("VmHWM"),
     }
-    os.unlink(f.name)
+    os.unlink(sessions)
     svc.stop()
     up.stop()
 
@@ -210,18 +225,15 @@ def kernel_counters(latency_ms, connections):
     svc = service(up.url)
     out = tempfile.NamedTemporaryFile("r", suffix=".perf", delete=False)
     try:
-        sessions = login_many(svc, BOTS, "bench-counters")
-        with tempfile.NamedTemporaryFile("w", delete=False) as f:
-            f.write("\n".join(sessions) + "\n")
+        sessions = sessions_file(login_many(svc, BOTS, "bench-counters"))
         perf = subprocess.Popen(["perf", "stat", "-x,", "-o", out.name, "-e",
                                  "context-switches,raw_syscalls:sys_enter", "-p", str(svc.proc.pid)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
-        through = wrk(f"{svc.url}/api/messages?channelId={CHANNEL}&limit=50", connections,
-                      sessions_file=f.name, seconds=5)
+        through = wrk(f"{svc.url}/api/messages", connections, sessions_file=sessions, seconds=5)
         perf.send_signal(2)
         perf.wait(timeout=10)
-        os.unlink(f.name)
+        os.unlink(sessions)
         counts = {}
         for line in out:
             fields = line.strip().split(",")
@@ -390,6 +402,7 @@ def main():
             raise SystemExit(f"missing {binary}: run `make bench`, which builds it")
     results = {}
     scenario(0, 64, results, "A")
+    scenario(0, 64, results, "A-0", headers=False)
     if os.environ.get("BENCH_REDIS", "1") == "0":
         print("scenario A-R skipped: BENCH_REDIS=0", file=sys.stderr)
     elif not shutil.which("redis-server"):
@@ -418,6 +431,8 @@ def main():
         ("A: 0 ms upstream, 64 conns: throughput ÷ direct", f"{a['ratio']:.3f}",
          f"{a['service']['rate']:.0f} vs {a['direct']['rate']:.0f} req/s direct; p50 {a['service']['p50']:.2f} ms, p99 {a['service']['p99']:.2f} ms", "≥ 0.40"),
         ("A: service CPU per request", f"{a['cpu_us']:.0f} µs", f"{a['upstream_per_request']:.3f} upstream requests per request; non-2xx {a['service']['non2xx']}", "≤ 30 µs"),
+        ("A-0: A against an upstream without rate-limit headers: CPU per request", f"{results['A-0']['cpu_us']:.0f} µs",
+         f"A ÷ A-0 {a['cpu_us'] / results['A-0']['cpu_us']:.3f} (what the limiter's bookkeeping costs); throughput {results['A-0']['ratio']:.3f} of direct", "A within 1.10 ×"),
         ("A: system calls and context switches per request",
          (f"{results['counters']['syscalls']:.1f} and {results['counters']['switches']:.2f}" if results["counters"] else "n/a"),
          ("`perf stat` on the service in a separate 5 s run of A" if results["counters"] else "perf is missing or cannot trace here"), ""),

@@ -1,19 +1,25 @@
 -- wrk script: every request carries the next session ID from the file named
--- by SESSIONS (one per line), so load spreads over all logged-in bots.
+-- by SESSIONS (a session and its bot's channel per line) and reads that
+-- bot's channel, so load spreads over all logged-in bots and each bot keeps
+-- its own rate-limit bucket, as real bots do.
 local sessions = {}
+local channels = {}
 local next_index = 1
 
 function init(args)
   local path = os.getenv("SESSIONS")
   for line in io.lines(path) do
-    sessions[#sessions + 1] = line
+    local session, channel = line:match("^(%S+)%s+(%S+)$")
+    sessions[#sessions + 1] = session
+    channels[#channels + 1] = channel
   end
   -- Each wrk thread starts at a different place in the list.
   next_index = math.random(#sessions)
 end
 
 function request()
-  local session = sessions[next_index]
+  local index = next_index
   next_index = next_index % #sessions + 1
-  return wrk.format("GET", nil, { ["Authorization"] = session })
+  return wrk.format("GET", "/api/messages?channelId=" .. channels[index] .. "&limit=50",
+                    { ["Authorization"] = sessions[index] })
 end

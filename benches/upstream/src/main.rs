@@ -4,33 +4,78 @@
 //! `GET /api/v10/users/@me` → a user whose id is derived from the token (so
 //! 10,000 tokens are 10,000 bots); `GET /api/v10/channels/{id}/messages` → one
 //! prebuilt page of 50 messages (about 25 KB); `GET /_stats` → requests
-//! served. `--latency-ms N` delays every Discord answer by N ms. No rate-limit
-//! headers: the benchmark measures throughput, the fake-discord crate
-//! measures limits.
+//! served. `--latency-ms N` delays every Discord answer by N ms.
+//!
+//! Like Discord, every answer carries the five rate-limit headers
+//! (`X-RateLimit-Limit`, `-Remaining`, `-Reset`, `-Reset-After`, `-Bucket`)
+//! of a bucket per (token, channel): `LIMIT` requests per one-second window
+//! that starts with the first request after the last one ended. At the
+//! benchmark's rates no bucket runs out, so the service never waits, but its
+//! limiter does all the bookkeeping a real answer costs.
+//! `--no-ratelimit-headers` answers without them, to measure what that
+//! bookkeeping costs (the headers-less run of `make bench`); the fake-discord
+//! crate is what enforces limits.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::header::HeaderValue;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// Messages in the prebuilt page: the size the issue's scenarios name.
 const PAGE_MESSAGES: u64 = 50;
+/// Requests per bucket per window: far above a bot's share of the
+/// benchmark's rate, so no client waits.
+const LIMIT: u32 = 50;
+const WINDOW: Duration = Duration::from_secs(1);
+/// Bucket maps are sharded so tokio's threads rarely meet on a lock.
+const SHARDS: usize = 16;
+/// Bucket hashes as Discord names them (opaque hex).
+const MESSAGES_BUCKET: &str = "80c17d2f203122d936070c88c8d10f33";
+const ME_BUCKET: &str = "b7e1a4d2c9f03a5e6d4c2b1a0f9e8d7c";
 
 struct State {
     page: Bytes,
     latency: Duration,
     served: AtomicU64,
+    /// `None` with `--no-ratelimit-headers`.
+    buckets: Option<Vec<Mutex<HashMap<(u64, u64), Window>>>>,
+}
+
+/// One bucket's current window.
+struct Window {
+    started: Instant,
+    used: u32,
+}
+
+impl State {
+    /// Counts a request in its bucket and says what the headers say.
+    fn take(&self, token: &str, channel: u64, now: Instant) -> Option<(u32, Duration)> {
+        let shards = self.buckets.as_ref()?;
+        let token = BuildHasherDefault::<DefaultHasher>::default().hash_one(token);
+        let key = (token, channel);
+        let shard = &shards[(token ^ channel) as usize % SHARDS];
+        let mut windows = shard.lock().expect("no panics under this lock");
+        let window = windows.entry(key).or_insert(Window { started: now, used: 0 });
+        if now >= window.started + WINDOW {
+            *window = Window { started: now, used: 0 };
+        }
+        window.used += 1;
+        let remaining = LIMIT.saturating_sub(window.used);
+        Some((remaining, window.started + WINDOW - now))
+    }
 }
 
 fn message(n: u64) -> String {
@@ -64,6 +109,19 @@ fn json(body: Bytes) -> Response<Full<Bytes>> {
         .expect("static response parts are valid")
 }
 
+/// Discord's five headers, as it formats them (seconds with three decimals).
+fn with_limits(mut response: Response<Full<Bytes>>, bucket: &'static str, remaining: u32, reset_after: Duration) -> Response<Full<Bytes>> {
+    let reset = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default() + reset_after;
+    let headers = response.headers_mut();
+    let value = |text: String| HeaderValue::from_str(&text).expect("digits and dots");
+    headers.insert("x-ratelimit-limit", value(LIMIT.to_string()));
+    headers.insert("x-ratelimit-remaining", value(remaining.to_string()));
+    headers.insert("x-ratelimit-reset", value(format!("{:.3}", reset.as_secs_f64())));
+    headers.insert("x-ratelimit-reset-after", value(format!("{:.3}", reset_after.as_secs_f64())));
+    headers.insert("x-ratelimit-bucket", HeaderValue::from_static(bucket));
+    response
+}
+
 async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = request.uri().path();
     if path == "/_stats" {
@@ -74,19 +132,31 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     if !state.latency.is_zero() {
         tokio::time::sleep(state.latency).await;
     }
+    let token = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let now = Instant::now();
     let response = if path == "/api/v10/users/@me" {
-        let token = request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(token) % 1_000_000_000_000;
-        json(Bytes::from(format!(
+        let me = json(Bytes::from(format!(
             r#"{{"id":"{}","username":"bench{hash}","discriminator":"0","avatar":null,"bot":true}}"#,
             1_300_000_000_000_000_000u64 + hash
-        )))
-    } else if path.starts_with("/api/v10/channels/") && path.ends_with("/messages") {
-        json(state.page.clone())
+        )));
+        match state.take(token, 0, now) {
+            Some((remaining, reset_after)) => with_limits(me, ME_BUCKET, remaining, reset_after),
+            None => me,
+        }
+    } else if let Some(channel) = path
+        .strip_prefix("/api/v10/channels/")
+        .and_then(|rest| rest.strip_suffix("/messages"))
+    {
+        let page = json(state.page.clone());
+        match state.take(token, channel.parse().unwrap_or(0), now) {
+            Some((remaining, reset_after)) => with_limits(page, MESSAGES_BUCKET, remaining, reset_after),
+            None => page,
+        }
     } else {
         let mut response = json(Bytes::from_static(br#"{"message":"404: Not Found","code":0}"#));
         *response.status_mut() = hyper::StatusCode::NOT_FOUND;
@@ -104,7 +174,9 @@ fn main() {
     let port: u16 = arg("--port").and_then(|p| p.parse().ok()).unwrap_or(0);
     let threads: usize = arg("--threads").and_then(|p| p.parse().ok()).unwrap_or(1);
     let latency = Duration::from_millis(arg("--latency-ms").and_then(|p| p.parse().ok()).unwrap_or(0));
-    let state = Arc::new(State { page: page(), latency, served: AtomicU64::new(0) });
+    let headers = !std::env::args().any(|a| a == "--no-ratelimit-headers");
+    let buckets = headers.then(|| (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect());
+    let state = Arc::new(State { page: page(), latency, served: AtomicU64::new(0), buckets });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
