@@ -40,6 +40,9 @@ const FLUSH_AFTER: Duration = Duration::from_millis(50);
 /// Past this, new lines are dropped (and counted) until the writer catches
 /// up: a stderr nobody reads costs log lines, never a blocked request.
 const MAX_BUFFERED: usize = 256 * 1024;
+/// Capacity the writer keeps of a written batch: a quiet service's batches
+/// fit, and a burst's 256 KiB is not held twice.
+const KEEP_WRITTEN: usize = 16 * 1024;
 /// The longest `flush` (at the listening line and at exit) waits for
 /// stderr to take what is buffered.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
@@ -199,8 +202,10 @@ impl Sink {
             let _ = std::io::stderr().write_all(&batch);
             let len = batch.len() as u64;
             batch.clear();
-            if batch.capacity() > MAX_BUFFERED {
-                batch.shrink_to(MAX_BUFFERED);
+            // Swapped with the buffer next time: keep one large allocation
+            // between the two, not two.
+            if batch.capacity() > KEEP_WRITTEN {
+                batch = Vec::new();
             }
             self.state.lock().written += len;
             self.written.notify_all();
