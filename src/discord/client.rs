@@ -177,17 +177,20 @@ impl Discord {
             }
             let asked = self.clock.now();
             self.not_refused_before(bot, key, asked)?;
-            if let Some(wait) = self.invalid.host_blocked_for(asked) {
-                if asked + wait > deadline {
-                    metrics::global()
-                        .refused_locally
-                        .with_label_values(&["host_blocked"])
-                        .inc();
-                    return Err(Error::HostBlocked { retry_after: wait });
+            let _host_probe = match self.invalid.host_admit(asked) {
+                Ok(probe) => probe,
+                Err(wait) => {
+                    if asked + wait > deadline {
+                        metrics::global()
+                            .refused_locally
+                            .with_label_values(&["host_blocked"])
+                            .inc();
+                        return Err(Error::HostBlocked { retry_after: wait });
+                    }
+                    std::thread::sleep(wait);
+                    continue;
                 }
-                std::thread::sleep(wait);
-                continue;
-            }
+            };
             let slot = bot
                 .limiter
                 .acquire(key, &*self.clock, deadline)
@@ -281,10 +284,17 @@ impl Discord {
             self.invalid.record(now);
         }
         if status == 429 {
-            let body = body.unwrap_or_default();
-            if !looks_like_json(&body) {
+            // Cloudflare's page: read whole, not JSON, and none of Discord's
+            // headers. A 429 whose body was cut off is Discord's.
+            let from_edge = matches!(&body, Ok(body) if !looks_like_json(body))
+                && seen.bucket.is_none()
+                && seen.scope.is_none()
+                && seen.remaining.is_none();
+            if from_edge {
                 return self.edge_refused(bot, slot, &seen, now, record);
             }
+            self.invalid.host_answered();
+            let body = body.unwrap_or_default();
             let retry_after = retry_after(&body, &seen);
             let global = discord_error(&body).global;
             let scope = if global {
@@ -319,6 +329,7 @@ impl Discord {
             };
         }
         let key = slot.route();
+        self.invalid.host_answered();
         bot.limiter.complete(slot, &seen, now);
         record(Answer::Answered {
             seen: &seen,

@@ -58,9 +58,21 @@ pub struct InvalidRequests {
     /// How many of `WARN_AT_PERCENT` the count has passed and been warned of.
     last_warned: AtomicU64,
     shared: Option<Box<dyn SharedCount>>,
-    /// Until when Discord's edge refuses this host (a non-JSON 429).
-    host_blocked_until: Mutex<Option<Instant>>,
+    /// Discord's edge refusing this host (a non-JSON 429), and whether the
+    /// one request that tries after the block is out.
+    host_block: Mutex<HostBlock>,
 }
+
+#[derive(Default)]
+struct HostBlock {
+    until: Option<Instant>,
+    probing: bool,
+}
+
+/// How long others wait, after a host block ended, for the one request that
+/// tries first: it answers within the upstream timeout, and its answer
+/// ends the wait at once (`host_answered`).
+const HOST_PROBE_POLL: Duration = Duration::from_millis(100);
 
 impl InvalidRequests {
     pub fn new(threshold: u64) -> Self {
@@ -70,7 +82,7 @@ impl InvalidRequests {
             slots: Mutex::new([(u64::MAX, 0); SLOTS]),
             last_warned: AtomicU64::new(0),
             shared: None,
-            host_blocked_until: Mutex::new(None),
+            host_block: Mutex::new(HostBlock::default()),
         }
     }
 
@@ -147,16 +159,49 @@ impl InvalidRequests {
         self.threshold
     }
 
-    /// Discord's edge refuses this host until `until`: no bot sends before.
+    /// Discord's edge refuses this host until `until`: no bot sends before,
+    /// and then one request tries before the others.
     pub fn block_host(&self, until: Instant) {
-        let mut blocked = self.host_blocked_until.lock();
-        *blocked = (*blocked).max(Some(until));
+        let mut block = self.host_block.lock();
+        block.until = block.until.max(Some(until));
+        block.probing = false;
     }
 
-    /// How long the host stays blocked, if it is.
-    pub fn host_blocked_for(&self, now: Instant) -> Option<Duration> {
-        let until = (*self.host_blocked_until.lock())?;
-        (now < until).then(|| until - now)
+    /// `Err(wait)` while the host is blocked, or while the one request that
+    /// tries after a block is out; `Ok` lets this request send. Right after
+    /// a block, `Ok` carries the `HostProbe` that makes it that one request:
+    /// keep it until Discord answers; dropped without an answer (a failure,
+    /// a give-up), it lets the next request try.
+    pub fn host_admit(&self, now: Instant) -> Result<Option<HostProbe<'_>>, Duration> {
+        let mut block = self.host_block.lock();
+        match block.until {
+            None => Ok(None),
+            Some(until) if now < until => Err(until - now),
+            Some(_) if block.probing => Err(HOST_PROBE_POLL),
+            Some(_) => {
+                block.probing = true;
+                Ok(Some(HostProbe { guard: self }))
+            }
+        }
+    }
+
+    /// Discord itself answered: whatever its edge refused is over.
+    pub fn host_answered(&self) {
+        let mut block = self.host_block.lock();
+        if block.until.is_some() {
+            *block = HostBlock::default();
+        }
+    }
+}
+
+/// The one request that tries after a host block; see `host_admit`.
+pub struct HostProbe<'a> {
+    guard: &'a InvalidRequests,
+}
+
+impl Drop for HostProbe<'_> {
+    fn drop(&mut self) {
+        self.guard.host_block.lock().probing = false;
     }
 }
 
@@ -255,14 +300,30 @@ mod tests {
     }
 
     #[test]
-    fn a_blocked_host_stays_blocked_until_the_latest_end() {
+    fn a_blocked_host_waits_for_the_latest_end_then_lets_one_request_try_first() {
         let guard = InvalidRequests::new(5);
         let t0 = Instant::now();
-        assert_eq!(guard.host_blocked_for(t0), None);
+        assert!(matches!(guard.host_admit(t0), Ok(None)));
         guard.block_host(t0 + Duration::from_secs(30));
         guard.block_host(t0 + Duration::from_secs(10));
-        assert_eq!(guard.host_blocked_for(t0), Some(Duration::from_secs(30)));
-        assert_eq!(guard.host_blocked_for(t0 + Duration::from_secs(30)), None);
+        assert_eq!(guard.host_admit(t0).err(), Some(Duration::from_secs(30)));
+        let after = t0 + Duration::from_secs(30);
+        let probe = guard.host_admit(after).unwrap();
+        assert!(probe.is_some(), "the first tries");
+        assert_eq!(
+            guard.host_admit(after).err(),
+            Some(HOST_PROBE_POLL),
+            "the rest wait"
+        );
+        drop(probe);
+        let probe = guard.host_admit(after).unwrap();
+        assert!(
+            probe.is_some(),
+            "a probe that got no answer lets the next try"
+        );
+        guard.host_answered();
+        drop(probe);
+        assert!(matches!(guard.host_admit(after), Ok(None)));
     }
 
     #[test]
