@@ -13,8 +13,9 @@
 //! service's CPU per request (`make bench`, perf and `strace -c`). Both
 //! formats append to one buffer that a background thread writes out at most
 //! `FLUSH_AFTER` after its first line, the way nginx's `access_log …
-//! flush=` does. Warnings and errors are written at once, with everything
-//! before them, and so is the buffer at exit.
+//! flush=` does. Warnings and errors wake the writer at once, with
+//! everything before them; a panic, the listening line and the exit wait
+//! for it (at most `FLUSH_WAIT`).
 //!
 //! Architecture invariant: no thread but `log-flush` ever writes to stderr,
 //! and it writes with no lock held. When stderr stops taking lines (a pipe
@@ -76,6 +77,9 @@ pub fn init(level: LogLevel, format: LogFormat) {
             location.as_deref().unwrap_or("unknown location"),
             panic_message(info.payload())
         );
+        // A panic may end the process: its line must be out first (bounded
+        // by FLUSH_WAIT, so a stuck stderr cannot hold the panic up).
+        SINK.flush();
     }));
 }
 

@@ -247,13 +247,32 @@ impl MemoryStore {
         self.now_ms()
     }
 
+    /// The session in the ID map, refreshing its last use: `None` when the
+    /// ID is not there, `Some(None)` when it has expired.
+    fn in_map(&self, sessions: &Sessions, id: &SessionId) -> Option<Option<Arc<Bot>>> {
+        let entry = sessions.map.get(id)?;
+        let now = self.now_ms();
+        if self.is_expired(entry, now) {
+            return Some(None);
+        }
+        entry.last_used.store(now, Ordering::Relaxed);
+        Some(Some(Arc::clone(&entry.bot)))
+    }
+
     /// A restored session presented by its ID: moved into the ID map, so it
-    /// is digested once.
+    /// is digested once. The digest is made and looked up under the read
+    /// lock: a made-up ID costs no write lock, however many there are.
     fn adopt(&self, id: &SessionId) -> Option<Arc<Bot>> {
-        let key = self.digests.get()?;
-        let digest = key.session_digest(id.as_str());
+        let digest = self.digests.get()?.session_digest(id.as_str());
+        if !self.sessions.read().restored.contains_key(&digest) {
+            // Not restored, or adopted a moment ago by a request racing
+            // this one.
+            return self.in_map(&self.sessions.read(), id).flatten();
+        }
         let mut sessions = self.sessions.write();
-        let restored = sessions.restored.remove(&digest)?;
+        let Some(restored) = sessions.restored.remove(&digest) else {
+            return self.in_map(&sessions, id).flatten();
+        };
         let now = self.now_ms();
         if self.is_expired(&restored.entry, now) {
             sessions.restored.insert(digest, restored);
@@ -303,17 +322,12 @@ impl SessionStore for MemoryStore {
 
     fn get(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError> {
         let sessions = self.sessions.read();
-        let Some(entry) = sessions.map.get(id) else {
-            let maybe_restored = !sessions.restored.is_empty();
-            drop(sessions);
-            return Ok(if maybe_restored { self.adopt(id) } else { None });
-        };
-        let now = self.now_ms();
-        if self.is_expired(entry, now) {
-            return Ok(None);
+        if let Some(found) = self.in_map(&sessions, id) {
+            return Ok(found);
         }
-        entry.last_used.store(now, Ordering::Relaxed);
-        Ok(Some(Arc::clone(&entry.bot)))
+        let maybe_restored = !sessions.restored.is_empty();
+        drop(sessions);
+        Ok(if maybe_restored { self.adopt(id) } else { None })
     }
 
     fn remove(&self, id: &SessionId) -> Result<Option<Arc<Bot>>, StoreError> {
@@ -434,6 +448,31 @@ mod tests {
         assert_eq!(store.len(), 1);
         assert!(store.remove(&id).unwrap().is_some());
         assert_eq!(store.len(), 0);
+    }
+
+    #[test]
+    fn requests_racing_to_present_a_restored_id_all_find_the_session() {
+        let registry = BotRegistry::new(50, 8);
+        let key = SessionKey::parse(KEY).unwrap();
+        for _ in 0..200 {
+            let store = MemoryStore::new(10, 10, Duration::from_secs(60));
+            let id = SessionId::generate();
+            store.restore(
+                &key,
+                key.session_digest(id.as_str()),
+                bot(&registry, "a"),
+                id.prefix().into(),
+                Duration::ZERO,
+            );
+            std::thread::scope(|scope| {
+                let found: Vec<_> = (0..4)
+                    .map(|_| scope.spawn(|| store.get(&id).unwrap().is_some()))
+                    .collect();
+                for found in found {
+                    assert!(found.join().unwrap(), "a racing lookup missed the session");
+                }
+            });
+        }
     }
 
     #[test]

@@ -103,7 +103,8 @@ impl Database {
         // WAL: readers never wait for the writer, and a crash loses no
         // committed write. NORMAL syncs at checkpoints, not at each commit:
         // a crash of the process loses nothing, a power cut the last
-        // commits at most (the file stays consistent either way).
+        // commits at most (the file stays consistent either way); logouts
+        // sync at once (`delete_sessions_synced`).
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(unusable)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -222,6 +223,19 @@ impl Database {
             }
         }
         tx.commit().map_err(unwritable)
+    }
+
+    /// A logout: deleted and synced to the disk before it is answered, so
+    /// not even a power cut brings the session back (other writes sync at
+    /// checkpoints only).
+    pub fn delete_sessions_synced(&mut self, sessions: &[Digest]) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(unwritable)?;
+        let deleted = self.delete_sessions(sessions);
+        let restored = self.conn.pragma_update(None, "synchronous", "NORMAL");
+        deleted?;
+        restored.map_err(unwritable)
     }
 
     /// A bot whose token Discord rejected: it and its sessions go.

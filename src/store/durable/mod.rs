@@ -43,6 +43,8 @@ use dir::DataDir;
 /// How often last-use times go to disk: what a crash can take off a
 /// session's idle clock.
 const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// How far each flush of last uses looks back before the previous one.
+const FLUSH_OVERLAP_MS: i64 = 1_000;
 /// While writes fail, `/healthz` tries one at most this often.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// What the key check digests: tells the key the data was sealed with.
@@ -194,7 +196,10 @@ impl DurableStore {
     /// Writes the last uses since the previous flush.
     fn flush_last_use(&self) {
         let since = *self.flushed.lock();
-        let now = self.memory.clock_ms();
+        // A lookup reads the clock and stores its reading a moment later, so
+        // the next flush looks back a second before this one's reading (the
+        // update is idempotent: it only moves a last use forward).
+        let now = self.memory.clock_ms() - FLUSH_OVERLAP_MS;
         let used: Vec<(Digest, i64)> = self
             .memory
             .used_since(since)
@@ -267,7 +272,7 @@ impl SessionStore for DurableStore {
         // Gone from disk first: a logout that was not written must not
         // come back after a restart.
         let digest = self.key.session_digest(id.as_str());
-        self.write(|db| db.delete_sessions(&[digest]))?;
+        self.write(|db| db.delete_sessions_synced(&[digest]))?;
         self.memory.remove(id)
     }
 

@@ -59,6 +59,9 @@ const GLOBAL_WINDOW: Duration = Duration::from_secs(1);
 /// Re-stamps waiting for the `log-restamp` thread; past this, a re-stamp is
 /// skipped and its slot is held until its future stamp ages out.
 const RESTAMP_QUEUE: usize = 4096;
+/// How long the `log-restamp` thread waits before trying a failed batch
+/// again.
+const RESTAMP_RETRY_AFTER: Duration = Duration::from_millis(100);
 /// Re-stamps sent to Redis in one script call at most.
 const RESTAMP_BATCH: usize = 256;
 /// How long the `log-restamp` thread lets answers gather after the first:
@@ -300,7 +303,9 @@ impl ClusterLimiter for RedisLimiter {
         // Answered, or given up on: either way after Discord counted it.
         let restamp = (ticket.log_key.clone(), ticket.log_entry.clone());
         if let Err(TrySendError::Full(_)) = self.restamps.try_send(restamp) {
-            log::debug!("the global-log re-stamp queue is full; a slot is held longer");
+            log::warn!(
+                "the global-log re-stamp queue is full; a slot is held until the upstream timeout has passed"
+            );
         }
         let probe = ticket.mode == Mode::Probe;
         let (kind, remaining, reset_after) = match answer {
@@ -361,17 +366,27 @@ fn restamp_forever(pool: &RedisPool, queue: &Receiver<(String, String)>) {
                 Err(_) => break,
             }
         }
-        let done = pool.run(|c| {
-            let mut call = script.prepare_invoke();
-            for (key, member) in &batch {
-                call.key(key).arg(member);
+        let restamp = || {
+            pool.run(|c| {
+                let mut call = script.prepare_invoke();
+                for (key, member) in &batch {
+                    call.key(key).arg(member);
+                }
+                call.invoke::<i64>(c)
+            })
+        };
+        // Entries not re-stamped keep their future stamps and hold their
+        // slots until `hold` runs out: a busy bot would wait that long on
+        // every instance. So a passing fault gets a second try.
+        if restamp().is_err() {
+            std::thread::sleep(RESTAMP_RETRY_AFTER);
+            if let Err(err) = restamp() {
+                log::warn!(
+                    "cannot re-stamp {} entries of the global log ({err:?}); their slots are \
+                     held until the upstream timeout has passed",
+                    batch.len()
+                );
             }
-            call.invoke::<i64>(c)
-        });
-        if let Err(err) = done {
-            // The pool has logged the outage; the entries keep their future
-            // stamps, which only hold their slots longer.
-            log::debug!("cannot re-stamp the global log: {err:?}");
         }
         batch.clear();
     }
