@@ -45,6 +45,10 @@ const SAFETY_MARGIN: Duration = Duration::from_millis(10);
 /// Bucket state untouched this long is forgotten, so the map does not grow
 /// with every channel a bot ever read.
 const BUCKET_IDLE_TTL: Duration = Duration::from_secs(300);
+/// How far ahead a request in flight is stamped in the global log: far
+/// enough that it counts until its answer re-stamps it (every slot is
+/// answered, abandoned or dropped within the upstream timeout).
+const IN_FLIGHT: Duration = Duration::from_secs(3600);
 /// A waiter whose wake-up depends on someone else's answer re-checks this
 /// often, in case that answer never comes (a dropped connection says nothing).
 const RECHECK: Duration = Duration::from_millis(50);
@@ -183,11 +187,14 @@ struct State {
     /// the largest part of a session's memory (massif, 2,000 logins).
     buckets: HashMap<BucketKey, Box<Bucket>>,
     /// The bot's recent requests for the global limit: (slot id, time).
-    /// The time is when the slot was taken, moved to when the answer came
-    /// once it does: Discord counts a request when it *arrives*, which is
-    /// somewhere in between, so the answer's time is the safe one (a slow
-    /// connect must not let the next second's requests crowd into this
-    /// one). Holds at most the limit plus the requests in flight.
+    /// Discord counts a request when it *arrives*, somewhere between its
+    /// sending and its answer, so a request counts from when its slot is
+    /// taken (stamped `IN_FLIGHT` ahead) until a second after its answer
+    /// (stamped with the answer's time): a slow connect, or an answer that
+    /// takes longer than a second, cannot let the next second's requests
+    /// crowd in with it. Every slot is answered, abandoned or dropped, so
+    /// no entry stays in flight. Holds at most the limit plus the requests
+    /// in flight.
     recent: Vec<(u64, Instant)>,
     /// After a global 429: nothing is sent before this.
     global_blocked_until: Option<Instant>,
@@ -343,7 +350,7 @@ impl BotLimiter {
             // four a first push reserves (a third less memory per idle bot).
             state.recent.reserve_exact(1);
         }
-        state.recent.push((ticket, now));
+        state.recent.push((ticket, now + IN_FLIGHT));
         Ok(Slot {
             limiter: self,
             clock,
@@ -403,9 +410,13 @@ impl BotLimiter {
         if state.recent.len() < limit {
             return None;
         }
-        // The entry whose expiry brings the count below the limit.
+        // The entry whose expiry brings the count below the limit; when it is
+        // still in flight, only an answer frees a place (and wakes us).
         state.recent.sort_unstable_by_key(|(_, at)| *at);
         let (_, at) = state.recent[state.recent.len() - limit];
+        if at > now {
+            return Some(RECHECK);
+        }
         Some(at + window - now)
     }
 
@@ -648,7 +659,7 @@ fn bucket_verdict(bucket: &mut Bucket, ticket: u64, now: Instant) -> Result<(), 
 /// later than that.
 fn answered(state: &mut State, id: u64, now: Instant) {
     if let Some(entry) = state.recent.iter_mut().find(|(slot, _)| *slot == id) {
-        entry.1 = entry.1.max(now);
+        entry.1 = now;
     }
 }
 
@@ -897,6 +908,27 @@ mod tests {
         }
         // And no slower than needed: 300 requests in just over 5 windows.
         assert!(*sent.last().unwrap() - start < Duration::from_millis(5 * 1025 + 1));
+    }
+
+    #[test]
+    fn a_request_in_flight_keeps_its_place_in_the_global_second_until_a_second_after_its_answer() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let start = clock.now();
+        let in_flight: Vec<Slot> = (0..50)
+            .map(|n| take_now(&limiter, &clock, route(n)).unwrap())
+            .collect();
+        // Two seconds without an answer: Discord may count them any moment.
+        clock.advance(2 * SECOND);
+        assert!(take_now(&limiter, &clock, route(50)).is_err(), "51st while 50 fly");
+        for slot in in_flight {
+            limiter.complete(slot, &Observed::default(), clock.now());
+        }
+        clock.advance(SECOND / 2);
+        assert!(take_now(&limiter, &clock, route(51)).is_err(), "half a second after");
+        clock.advance(SECOND / 2);
+        take_now(&limiter, &clock, route(52)).unwrap();
+        assert!(clock.now() - start >= 3 * SECOND);
     }
 
     #[test]
