@@ -920,12 +920,18 @@ mod tests {
             .collect();
         // Two seconds without an answer: Discord may count them any moment.
         clock.advance(2 * SECOND);
-        assert!(take_now(&limiter, &clock, route(50)).is_err(), "51st while 50 fly");
+        assert!(
+            take_now(&limiter, &clock, route(50)).is_err(),
+            "51st while 50 fly"
+        );
         for slot in in_flight {
             limiter.complete(slot, &Observed::default(), clock.now());
         }
         clock.advance(SECOND / 2);
-        assert!(take_now(&limiter, &clock, route(51)).is_err(), "half a second after");
+        assert!(
+            take_now(&limiter, &clock, route(51)).is_err(),
+            "half a second after"
+        );
         clock.advance(SECOND / 2);
         take_now(&limiter, &clock, route(52)).unwrap();
         assert!(clock.now() - start >= 3 * SECOND);
