@@ -21,6 +21,7 @@
 //! one transaction each, with `PRAGMA user_version` as the version; a file
 //! from a newer version is refused, never changed.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -86,6 +87,14 @@ impl Database {
                  move it away; nothing was changed"
             )
         };
+        // Made owner-only before SQLite sees it (an empty file is an empty
+        // database); SQLite gives its -wal and -shm files the same mode.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("cannot open {shown}: {e}"))?;
         let conn = Connection::open(path).map_err(|e| format!("cannot open {shown}: {e}"))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(unusable)?;
         // Reading the schema is the first read: a file that is not SQLite
@@ -376,6 +385,18 @@ mod tests {
         assert_eq!(touched.last_used_ms, 5_000);
         db.delete_bot(&[1; 32]).unwrap();
         assert!(db.sessions().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_database_and_its_log_are_readable_by_the_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = scratch("mode");
+        let mut db = Database::open(&path).unwrap();
+        db.save_session(&bot(1), &session(1, 1), 1).unwrap();
+        for file in [path.clone(), path.with_extension("db-wal")] {
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
     }
 
     #[test]
