@@ -336,14 +336,16 @@ impl Api {
                 Some(request),
                 ApiError::RateLimited {
                     message: match by {
-                        "login" => "too many logins from this address; retry after the given \
+                        "login" => {
+                            "too many logins from this address; retry after the given \
                                     time (--login-rate-limit)"
-                            .into(),
-                        _ => format!(
-                            "too many requests from this {}; slow down (--client-rate-limit)",
-                            if by == "ip" { "address" } else { "session" }
-                        ),
-                    },
+                        }
+                        "session" => {
+                            "too many requests from this session; slow down (--client-rate-limit)"
+                        }
+                        _ => "too many requests from this address; slow down (--client-rate-limit)",
+                    }
+                    .into(),
                     retry_after: wait,
                 },
             )

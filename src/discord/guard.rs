@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -61,6 +61,9 @@ pub struct InvalidRequests {
     /// Discord's edge refusing this host (a non-JSON 429), and whether the
     /// one request that tries after the block is out.
     host_block: Mutex<HostBlock>,
+    /// Whether `host_block` holds a block: every Discord call asks, and all
+    /// but a blocked host's answer without taking the process-wide lock.
+    host_blocked: AtomicBool,
 }
 
 #[derive(Default)]
@@ -83,6 +86,7 @@ impl InvalidRequests {
             last_warned: AtomicU64::new(0),
             shared: None,
             host_block: Mutex::new(HostBlock::default()),
+            host_blocked: AtomicBool::new(false),
         }
     }
 
@@ -165,6 +169,7 @@ impl InvalidRequests {
         let mut block = self.host_block.lock();
         block.until = block.until.max(Some(until));
         block.probing = false;
+        self.host_blocked.store(true, Ordering::Release);
     }
 
     /// `Err(wait)` while the host is blocked, or while the one request that
@@ -173,6 +178,9 @@ impl InvalidRequests {
     /// keep it until Discord answers; dropped without an answer (a failure,
     /// a give-up), it lets the next request try.
     pub fn host_admit(&self, now: Instant) -> Result<Option<HostProbe<'_>>, Duration> {
+        if !self.host_blocked.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let mut block = self.host_block.lock();
         match block.until {
             None => Ok(None),
@@ -187,10 +195,13 @@ impl InvalidRequests {
 
     /// Discord itself answered: whatever its edge refused is over.
     pub fn host_answered(&self) {
-        let mut block = self.host_block.lock();
-        if block.until.is_some() {
-            *block = HostBlock::default();
+        if !self.host_blocked.load(Ordering::Acquire) {
+            return;
         }
+        let mut block = self.host_block.lock();
+        *block = HostBlock::default();
+        // Under the lock, so a block set meanwhile is not cleared by this.
+        self.host_blocked.store(false, Ordering::Release);
     }
 }
 

@@ -301,17 +301,14 @@ impl SessionStore for DurableStore {
     }
 
     fn health(&self) -> Result<(), StoreError> {
-        let due = match &*self.broken.lock() {
+        match &*self.broken.lock() {
             None => return Ok(()),
             Some((reason, checked)) if checked.elapsed() < PROBE_EVERY => {
                 return Err(StoreError::Unavailable(reason.clone()));
             }
-            Some(_) => true,
-        };
-        if due {
-            self.write(Database::probe)?;
+            Some(_) => {}
         }
-        Ok(())
+        self.write(Database::probe)
     }
 
     fn flush(&self) {
