@@ -8,12 +8,16 @@
 //! `topics/opcodes-and-status-codes.mdx` (JSON error codes) and the OpenAPI
 //! spec (parameter ranges, error shapes).
 //!
-//! Invariant: everything here is a pure function of the immutable world, the
-//! authenticated bot and the query string. Authentication, rate limiting,
-//! faults and logging happen in `app.rs`.
+//! Invariant: a read is a pure function of the world, the write state
+//! (`state.rs`: created and deleted messages), the authenticated bot and the
+//! query string. Write routes live in `writes.rs`. Authentication, rate
+//! limiting, faults and logging happen in `app.rs`.
+
+use std::borrow::Cow;
 
 use serde_json::{Map, Value, json};
 
+use crate::state::{Inner, Store};
 use crate::timefmt::{iso8601, snowflake_unix_ms};
 use crate::world::{Access, Bot, Channel, Guild, World};
 
@@ -32,6 +36,18 @@ const AUTHORS_PER_CHANNEL: usize = 10;
 /// members to attribute messages to.
 const DELETED_USER_ID: u64 = 456_226_577_798_135_808;
 
+/// Bucket of `POST /channels/{id}/messages` and `PATCH …/messages/{id}`.
+pub const SEND_BUCKET: &str = "3b9e0c7f5a2d4e18b6c1f0a9d7e3524c";
+/// Bucket of `DELETE …/messages/{id}` for a message younger than 10 s (and
+/// for unknown messages).
+pub const DELETE_YOUNG_BUCKET: &str = "a1d4c7e02b5f8e3690c3f6a9d2e5b817";
+/// Bucket of `DELETE …/messages/{id}` for a message younger than 14 days.
+pub const DELETE_RECENT_BUCKET: &str = "5e8b1d4a7c0f3e6920b5d8a1c4f7e03b";
+/// Bucket of `DELETE …/messages/{id}` for a message 14 days old or older.
+pub const DELETE_OLD_BUCKET: &str = "c9f2a5d8e1b4c7f03a6d9e2b5c8f1a47";
+/// Bucket shared by `PUT` and `DELETE` on reactions.
+pub const REACTION_BUCKET: &str = "f4a7d0c3e6b9f2a5d8c1e4b7a0d3f6c9";
+
 /// A Discord route this fake serves. Path ids are kept as received; they are
 /// validated when the route is handled, as Discord does (400 50035).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +56,24 @@ pub enum Route {
     CurrentUserGuilds,
     GuildMembers(String),
     GuildChannels(String),
+    /// `GET` lists, `POST` creates.
     ChannelMessages(String),
+    /// `/channels/{c}/messages/{m}`: `PATCH` edits, `DELETE` deletes.
+    ChannelMessage(String, String),
+    /// `/channels/{c}/messages/bulk-delete`.
+    BulkDelete(String),
+    /// `/channels/{c}/messages/{m}/reactions/{emoji}/{user}`; `emoji` is the
+    /// raw (still percent-encoded) segment, `user` is `@me` or an id.
+    Reaction {
+        channel: String,
+        message: String,
+        emoji: String,
+        user: String,
+    },
+    /// `/channels/{c}/typing`.
+    Typing(String),
+    /// `/users/@me/channels`: open a DM.
+    DmChannels,
 }
 
 impl Route {
@@ -53,35 +86,70 @@ impl Route {
             ["users", "@me", "guilds"] => Some(Route::CurrentUserGuilds),
             ["guilds", g, "members"] => id(g).map(Route::GuildMembers),
             ["guilds", g, "channels"] => id(g).map(Route::GuildChannels),
+            ["users", "@me", "channels"] => Some(Route::DmChannels),
             ["channels", c, "messages"] => id(c).map(Route::ChannelMessages),
+            ["channels", c, "messages", "bulk-delete"] => id(c).map(Route::BulkDelete),
+            ["channels", c, "messages", m] => Some(Route::ChannelMessage(id(c)?, id(m)?)),
+            ["channels", c, "messages", m, "reactions", e, u] => Some(Route::Reaction {
+                channel: id(c)?,
+                message: id(m)?,
+                emoji: id(e)?,
+                user: id(u)?,
+            }),
+            ["channels", c, "typing"] => id(c).map(Route::Typing),
             _ => None,
         }
     }
 
-    /// The only method served on every route.
+    /// The methods a route serves (SPEC operations: get/create message,
+    /// update/delete message, bulk_delete_messages, the three reaction
+    /// operations, trigger_typing_indicator, create_dm).
     pub fn allows(&self, method: &str) -> bool {
-        method == "GET"
+        match self {
+            Route::CurrentUser
+            | Route::CurrentUserGuilds
+            | Route::GuildMembers(_)
+            | Route::GuildChannels(_) => method == "GET",
+            Route::ChannelMessages(_) => matches!(method, "GET" | "POST"),
+            Route::ChannelMessage(..) => matches!(method, "PATCH" | "DELETE"),
+            Route::Reaction { user, .. } if user == "@me" => matches!(method, "PUT" | "DELETE"),
+            Route::Reaction { .. } => method == "DELETE",
+            Route::BulkDelete(_) | Route::Typing(_) | Route::DmChannels => method == "POST",
+        }
     }
 
-    /// The route's opaque `X-RateLimit-Bucket`. `/users/@me` and
-    /// `/users/@me/guilds` deliberately share one, so clients that key
-    /// buckets by path instead of by hash get caught.
-    pub fn bucket_hash(&self) -> &'static str {
+    /// The route's opaque `X-RateLimit-Bucket` for `method`. `/users/@me`
+    /// and `/users/@me/guilds` deliberately share one, so clients that key
+    /// buckets by path instead of by hash get caught. Sends and edits share
+    /// [`SEND_BUCKET`]; a message delete is bucketed by the message's age,
+    /// which `app.rs` decides ([`DELETE_YOUNG_BUCKET`] is returned here).
+    pub fn bucket_hash(&self, method: &str) -> &'static str {
         match self {
             Route::CurrentUser | Route::CurrentUserGuilds => "8f3c2a71d0b94e5c6a1f7e2d9b4c0a35",
             Route::GuildMembers(_) => "c41e9b7a2f6d3058e1a4b9c7d2f60e18",
             Route::GuildChannels(_) => "5a0d7e3c9f1b4826d7e0a3c5b9f14d62",
+            Route::ChannelMessages(_) if method == "POST" => SEND_BUCKET,
             Route::ChannelMessages(_) => "e7b2f4a90c3d6185b2e9f7a4c0d3168b",
+            Route::ChannelMessage(..) if method == "DELETE" => DELETE_YOUNG_BUCKET,
+            Route::ChannelMessage(..) => SEND_BUCKET,
+            Route::BulkDelete(_) => "7d0a3e6b9c2f5a8d1e4b7c0f3a6d9e25",
+            Route::Reaction { .. } => REACTION_BUCKET,
+            Route::Typing(_) => "2c5f8b1e4a7d0c3f6e9b2a5d8c1f4e70",
+            Route::DmChannels => "96e3c0f7a4d1b8e5c2f9a6d3b0e7c4a1",
         }
     }
 
     /// The top-level resource id that splits the bucket (guild or channel).
     pub fn top_level(&self) -> Option<&str> {
         match self {
-            Route::CurrentUser | Route::CurrentUserGuilds => None,
-            Route::GuildMembers(id) | Route::GuildChannels(id) | Route::ChannelMessages(id) => {
-                Some(id)
-            }
+            Route::CurrentUser | Route::CurrentUserGuilds | Route::DmChannels => None,
+            Route::GuildMembers(id)
+            | Route::GuildChannels(id)
+            | Route::ChannelMessages(id)
+            | Route::ChannelMessage(id, _)
+            | Route::BulkDelete(id)
+            | Route::Typing(id)
+            | Route::Reaction { channel: id, .. } => Some(id),
         }
     }
 }
@@ -94,7 +162,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: u16, message: &str, code: u64) -> ApiError {
+    pub fn new(status: u16, message: &str, code: u64) -> ApiError {
         ApiError {
             status,
             body: json!({ "message": message, "code": code }),
@@ -131,26 +199,56 @@ impl ApiError {
     pub fn missing_access() -> ApiError {
         ApiError::new(403, "Missing Access", 50001)
     }
+
+    /// 10008: the message does not exist (or was deleted).
+    pub fn unknown_message() -> ApiError {
+        ApiError::new(404, "Unknown Message", 10008)
+    }
+
+    /// 50013: the bot can see the resource but lacks the permission.
+    pub fn missing_permissions() -> ApiError {
+        ApiError::new(403, "Missing Permissions", 50013)
+    }
 }
 
 /// Collects per-field validation errors into Discord's 50035 error tree:
 /// `{"errors": {"limit": {"_errors": [{"code", "message"}]}}}`.
 #[derive(Default)]
-struct FormErrors(Map<String, Value>);
+pub struct FormErrors(Map<String, Value>);
 
 impl FormErrors {
-    fn add(&mut self, field: &str, code: &str, message: String) {
-        let entry = self
-            .0
-            .entry(field.to_string())
-            .or_insert_with(|| json!({ "_errors": [] }));
-        entry["_errors"]
+    /// Adds an error under `field` (`"_errors"` itself for the top level).
+    pub fn add(&mut self, field: &str, code: &str, message: String) {
+        if field == "_errors" {
+            let entry = self
+                .0
+                .entry("_errors".to_string())
+                .or_insert_with(|| json!([]));
+            entry
+                .as_array_mut()
+                .expect("_errors is an array")
+                .push(json!({ "code": code, "message": message }));
+            return;
+        }
+        let entry = self.0.entry(field.to_string()).or_insert_with(|| json!({}));
+        entry
+            .as_object_mut()
+            .expect("a field's errors are an object")
+            .entry("_errors")
+            .or_insert_with(|| json!([]))
             .as_array_mut()
             .expect("_errors is an array")
             .push(json!({ "code": code, "message": message }));
     }
 
-    fn finish(self) -> Result<(), ApiError> {
+    /// Adds an error under `field.index` (an array item).
+    pub fn add_item(&mut self, field: &str, index: usize, code: &str, message: String) {
+        let entry = self.0.entry(field.to_string()).or_insert_with(|| json!({}));
+        entry[index.to_string()] = json!({ "_errors": [{ "code": code, "message": message }] });
+    }
+
+    /// `Err` with the 50035 tree when any error was added.
+    pub fn finish(self) -> Result<(), ApiError> {
         if self.0.is_empty() {
             return Ok(());
         }
@@ -255,7 +353,7 @@ impl Query {
 }
 
 /// A snowflake is an unsigned 64-bit integer written in decimal.
-fn parse_snowflake(raw: &str) -> Option<u64> {
+pub fn parse_snowflake(raw: &str) -> Option<u64> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -295,7 +393,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Validates a path id; Discord answers 400 50035 for non-snowflakes.
-fn path_id(field: &str, raw: &str) -> Result<u64, ApiError> {
+pub fn path_id(field: &str, raw: &str) -> Result<u64, ApiError> {
     let mut e = FormErrors::default();
     match parse_snowflake(raw) {
         Some(id) => Ok(id),
@@ -310,20 +408,27 @@ fn path_id(field: &str, raw: &str) -> Result<u64, ApiError> {
     }
 }
 
-/// Answers a matched, authenticated, rate-limit-admitted request.
-pub fn handle(route: &Route, world: &World, bot: &Bot, query: &str) -> Result<Value, ApiError> {
+/// Answers a matched, authenticated, rate-limit-admitted `GET`.
+pub fn handle(
+    route: &Route,
+    world: &World,
+    store: &Store,
+    bot: &Bot,
+    query: &str,
+) -> Result<Value, ApiError> {
     let query = Query::parse(query);
     match route {
         Route::CurrentUser => Ok(bot_user(bot)),
         Route::CurrentUserGuilds => current_user_guilds(world, bot, &query),
         Route::GuildMembers(id) => guild_members(world, bot, id, &query),
         Route::GuildChannels(id) => guild_channels(world, bot, id),
-        Route::ChannelMessages(id) => channel_messages(world, bot, id, &query),
+        Route::ChannelMessages(id) => channel_messages(world, &store.lock(), bot, id, &query),
+        _ => Err(ApiError::method_not_allowed()),
     }
 }
 
 /// The bot's own user object (`GET /users/@me`).
-fn bot_user(bot: &Bot) -> Value {
+pub fn bot_user(bot: &Bot) -> Value {
     json!({
         "id": bot.id.to_string(),
         "username": bot.username,
@@ -417,7 +522,7 @@ fn guild_members(world: &World, bot: &Bot, raw_id: &str, q: &Query) -> Result<Va
 }
 
 /// The user object of the guild's `index`-th member (by ascending id).
-fn member_user(guild: &Guild, index: usize) -> Value {
+pub fn member_user(guild: &Guild, index: usize) -> Value {
     let n = index + 1;
     json!({
         "id": guild.member_ids[index].to_string(),
@@ -495,7 +600,13 @@ fn channel(guild: &Guild, c: &Channel) -> Value {
 ///   itself if it exists, and up to `limit - limit / 2 - 1` (or `limit -
 ///   limit / 2` when the id is not a message) newer ones. A short side is not
 ///   topped up from the other side.
-fn channel_messages(world: &World, bot: &Bot, raw_id: &str, q: &Query) -> Result<Value, ApiError> {
+fn channel_messages(
+    world: &World,
+    store: &Inner,
+    bot: &Bot,
+    raw_id: &str,
+    q: &Query,
+) -> Result<Value, ApiError> {
     let id = path_id("channel_id", raw_id)?;
     let mut e = FormErrors::default();
     let limit = q.int("limit", MESSAGES_LIMIT, &mut e) as usize;
@@ -517,15 +628,24 @@ fn channel_messages(world: &World, bot: &Bot, raw_id: &str, q: &Query) -> Result
     }
     e.finish()?;
 
-    let (guild, chan) = world.channel(id).ok_or_else(ApiError::unknown_channel)?;
-    if !bot.in_guild(guild.id) || chan.access == Access::None {
-        return Err(ApiError::missing_access());
-    }
-    if chan.access == Access::NoHistory {
-        return Ok(Value::Array(Vec::new()));
-    }
-
-    let ids = &chan.message_ids;
+    let channel = match world.channel(id) {
+        Some((guild, chan)) => {
+            if !bot.in_guild(guild.id) || chan.access == Access::None {
+                return Err(ApiError::missing_access());
+            }
+            if chan.access == Access::NoHistory {
+                return Ok(Value::Array(Vec::new()));
+            }
+            Some((guild, chan))
+        }
+        None => match store.dms.get(&id) {
+            Some(dm) if dm.bot == bot.id => None,
+            Some(_) => return Err(ApiError::missing_access()),
+            None => return Err(ApiError::unknown_channel()),
+        },
+    };
+    let ids = listed_ids(channel.map(|(_, c)| c), id, store);
+    let ids: &[u64] = &ids;
     let (start, end) = if let Some(b) = before {
         let end = ids.partition_point(|&m| m < b);
         (end.saturating_sub(limit), end)
@@ -545,11 +665,41 @@ fn channel_messages(world: &World, bot: &Bot, raw_id: &str, q: &Query) -> Result
         (ids.len().saturating_sub(limit), ids.len())
     };
     Ok(Value::Array(
-        (start..end)
+        ids[start..end]
+            .iter()
             .rev()
-            .map(|i| message(guild, chan, i))
+            .filter_map(|&m| render(channel, store, m))
             .collect(),
     ))
+}
+
+/// The ids `GET …/messages` pages through: generated and created messages,
+/// ascending, without deleted ones. Borrows the generated ids when the
+/// channel has no writes, so reading a million-message channel stays cheap.
+fn listed_ids<'a>(chan: Option<&'a Channel>, id: u64, store: &Inner) -> Cow<'a, [u64]> {
+    let generated: &[u64] = chan.map_or(&[], |c| &c.message_ids);
+    let created = store.by_channel.get(&id);
+    if created.is_none() && store.deleted.is_empty() {
+        return Cow::Borrowed(generated);
+    }
+    let mut ids: Vec<u64> = generated
+        .iter()
+        .chain(created.into_iter().flatten())
+        .copied()
+        .filter(|m| !store.deleted.contains(m))
+        .collect();
+    ids.sort_unstable();
+    Cow::Owned(ids)
+}
+
+/// A listed message: generated from the world or stored by a write.
+fn render(channel: Option<(&Guild, &Channel)>, store: &Inner, id: u64) -> Option<Value> {
+    if let Some((guild, chan)) = channel
+        && let Ok(index) = chan.message_ids.binary_search(&id)
+    {
+        return Some(message(guild, chan, index));
+    }
+    store.messages.get(&id).map(|m| m.message.clone())
 }
 
 /// The channel's `index`-th message (0 = oldest); its content is
@@ -611,6 +761,23 @@ mod tests {
         );
         assert_eq!(Route::parse("/channels//messages"), None);
         assert_eq!(Route::parse("/users/@me/"), None);
+        assert_eq!(
+            Route::parse("/channels/5/messages/bulk-delete"),
+            Some(Route::BulkDelete("5".into()))
+        );
+        assert_eq!(
+            Route::parse("/channels/5/messages/6/reactions/%F0%9F%91%8D/@me"),
+            Some(Route::Reaction {
+                channel: "5".into(),
+                message: "6".into(),
+                emoji: "%F0%9F%91%8D".into(),
+                user: "@me".into(),
+            })
+        );
+        let own = Route::parse("/channels/5/messages/6/reactions/x/@me").unwrap();
+        assert!(own.allows("PUT") && own.allows("DELETE") && !own.allows("GET"));
+        let other = Route::parse("/channels/5/messages/6/reactions/x/7").unwrap();
+        assert!(!other.allows("PUT") && other.allows("DELETE"));
     }
 
     #[test]
@@ -630,6 +797,7 @@ mod tests {
         let page = handle(
             &Route::ChannelMessages("200000000000000002".into()),
             &w,
+            &Store::default(),
             bot,
             &q,
         )

@@ -8,8 +8,18 @@
 //! 2. match the route (404, then 405 for another method);
 //! 3. authenticate `Authorization: Bot <token>` (401);
 //! 4. rate-limit: global per bot, then the route bucket (429);
-//! 5. answer from the world (200, 400, 403, 404);
+//! 5. answer: reads from the world and the write state (`api`), writes
+//!    change the write state (`writes`) (200, 204, 400, 403, 404, 413);
 //! 6. count the answer toward the IP's invalid requests (`edge`).
+//!
+//! A body larger than `--max-request-bytes` is refused with 413 40005 from
+//! its `Content-Length` before routing, without being read (message.mdx:
+//! "The maximum request size when sending a message is 25 MiB").
+//!
+//! Write routes have their own buckets (WRITES-NOTES §1.8, §2): sends and
+//! edits share one per channel (`--send-limit` per `--send-window-ms`),
+//! reaction PUT and DELETE share one per channel (1 per
+//! `--reaction-window-ms`), and deletes are bucketed by the message's age.
 //!
 //! Every step's outcome is logged once, before any deliberate delay, so the
 //! log shows requests in arrival order even while their answers are delayed.
@@ -25,15 +35,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::api::{self, ApiError, Route};
+use crate::api::{self, ApiError, REACTION_BUCKET, Route, SEND_BUCKET};
 use crate::control;
 use crate::edge::{BANNED_BODY, BanRule, Edge};
 use crate::faults::{DEFAULT_HANG, Fault, FaultKind, FaultQueue};
 use crate::http::{Handler, Outcome, Request, Response};
-use crate::observe::{Record, Recorder};
-use crate::ratelimit::{BucketState, Decision, Limiter, Limits};
+use crate::observe::{MAX_LOGGED_BODY, Record, Recorder, fnv1a_hex};
+use crate::ratelimit::{BucketSpec, BucketState, Decision, Limiter, Limits};
+use crate::state::Store;
 use crate::timefmt::{ceil_ms, secs_3dp, unix_now_ms};
 use crate::world::{Bot, World};
+use crate::writes::{self, Reply, WriteOptions};
 
 /// Prefix of every Discord route.
 pub const API_PREFIX: &str = "/api/v10";
@@ -53,6 +65,8 @@ pub struct Options {
     pub jitter: Duration,
     /// When Cloudflare bans an IP for invalid requests.
     pub ban_rule: BanRule,
+    /// Write-route limits and sizes.
+    pub writes: WriteOptions,
 }
 
 /// Everything the handlers share.
@@ -65,6 +79,8 @@ pub struct App {
     /// Tokens revoked through the control API.
     pub revoked: Mutex<HashSet<String>>,
     pub edge: Edge,
+    /// What write routes changed.
+    pub store: Store,
 }
 
 impl App {
@@ -77,6 +93,7 @@ impl App {
             recorder: Recorder::new(start),
             revoked: Mutex::new(HashSet::new()),
             edge: Edge::new(options.ban_rule),
+            store: Store::default(),
         }
     }
 
@@ -85,6 +102,7 @@ impl App {
         self.faults.clear();
         self.recorder.reset();
         self.edge.reset();
+        self.store.reset();
         if let Some(limiter) = &self.limiter {
             limiter.reset();
         }
@@ -114,15 +132,28 @@ impl App {
         let token = authorization.and_then(|h| h.strip_prefix("Bot "));
         let scheme_ok = token.is_some_and(|t| !t.is_empty() && !t.contains(char::is_whitespace));
         let bot = self.authenticate(token.filter(|_| scheme_ok));
+        let reason = req.header("x-audit-log-reason");
         let mut record = Record {
             method: req.method.clone(),
             target: req.target.clone(),
             bot_id: bot.map(|b| b.id),
             user_agent: req.header("user-agent").map(str::to_string),
             authorization_scheme_ok: scheme_ok,
-            status: None,
-            scope: None,
-            fault: None,
+            headers: req
+                .headers
+                .iter()
+                .map(|(k, _)| k.to_ascii_lowercase())
+                .collect(),
+            content_type: req.header("content-type").map(str::to_string),
+            body_len: req.body.len(),
+            body_hash: fnv1a_hex(&req.body),
+            body: (req.body.len() <= MAX_LOGGED_BODY)
+                .then(|| String::from_utf8(req.body.clone()).ok())
+                .flatten(),
+            audit_log_reason: reason.map(str::to_string),
+            audit_log_reason_decoded: reason.map(writes::decode_audit_reason),
+            nonce: writes::logged_nonce(req),
+            ..Record::default()
         };
 
         let path = req.path();
@@ -152,8 +183,33 @@ impl App {
                 self.recorder.record(record);
                 return Outcome::Close;
             }
-            Some(f) if f.kind != FaultKind::Latency => {
-                let resp = self.injected(f, route.as_ref(), bot, now);
+            Some(f)
+                if matches!(
+                    f.kind,
+                    FaultKind::WriteThenHang | FaultKind::WriteThenDrop | FaultKind::WriteThen502
+                ) =>
+            {
+                // The request is performed for real; only its answer is lost.
+                let _performed = self.answer(req, route.as_ref(), bot, now);
+                if f.kind == FaultKind::WriteThen502 {
+                    record.status = Some(502);
+                    self.recorder.record(record);
+                    if !delay.is_zero() {
+                        thread::sleep(delay);
+                    }
+                    return Outcome::Respond(Response::json(
+                        502,
+                        &json!({ "message": "502 Bad Gateway", "code": 0 }),
+                    ));
+                }
+                self.recorder.record(record);
+                if f.kind == FaultKind::WriteThenHang {
+                    thread::sleep(f.ms.map_or(DEFAULT_HANG, Duration::from_millis));
+                }
+                return Outcome::Close;
+            }
+            Some(f) if !f.kind.performs_request() => {
+                let resp = self.injected(f, req, route.as_ref(), bot, now);
                 if let (Some(limiter), Some(bot)) = (&self.limiter, bot)
                     && resp.status != 429
                 {
@@ -193,6 +249,9 @@ impl App {
         bot: Option<&Bot>,
         now: Instant,
     ) -> Response {
+        if req.body_omitted.is_some() {
+            return error(ApiError::new(413, "Request entity too large", 40005));
+        }
         let Some(route) = route else {
             return error(ApiError::not_found());
         };
@@ -203,17 +262,67 @@ impl App {
             return error(ApiError::unauthorized());
         };
         let Some(limiter) = &self.limiter else {
-            return result(api::handle(route, &self.world, bot, req.query()));
+            return self.respond(route, req, bot, now);
         };
-        let hash = route.bucket_hash();
-        match limiter.check(&bot.token, hash, route.top_level(), now) {
-            Decision::Allowed(state) => with_bucket_headers(
-                result(api::handle(route, &self.world, bot, req.query())),
-                state,
-                hash,
-            ),
-            Decision::RouteLimited(state) => user_429(state, hash),
+        let spec = self.bucket(limiter, route, &req.method);
+        match limiter.check_spec(&bot.token, spec, route.top_level(), now) {
+            Decision::Allowed(state) => {
+                with_bucket_headers(self.respond(route, req, bot, now), state, spec.hash)
+            }
+            Decision::RouteLimited(state) => user_429(state, spec.hash),
             Decision::GlobalLimited { retry_after } => global_429(ceil_ms(retry_after)),
+        }
+    }
+
+    /// The answer of an admitted request: a read or a write.
+    fn respond(&self, route: &Route, req: &Request, bot: &Bot, now: Instant) -> Response {
+        if req.method == "GET" {
+            return result(api::handle(
+                route,
+                &self.world,
+                &self.store,
+                bot,
+                req.query(),
+            ));
+        }
+        let w = &self.options.writes;
+        match writes::handle(&self.world, &self.store, w, route, req, bot, now) {
+            Ok(Reply::Json(body)) => Response::json(200, &body),
+            Ok(Reply::Empty) => Response {
+                status: 204,
+                headers: Vec::new(),
+                body: Vec::new(),
+            },
+            Err(e) => error(e),
+        }
+    }
+
+    /// The bucket a request on `route` with `method` counts against.
+    fn bucket(&self, limiter: &Limiter, route: &Route, method: &str) -> BucketSpec {
+        let w = &self.options.writes;
+        match (route, method) {
+            (Route::ChannelMessages(_), "POST") | (Route::ChannelMessage(..), "PATCH") => {
+                BucketSpec {
+                    hash: SEND_BUCKET,
+                    limit: w.send_limit,
+                    window: w.send_window,
+                }
+            }
+            (Route::Reaction { .. }, _) => BucketSpec {
+                hash: REACTION_BUCKET,
+                limit: 1,
+                window: w.reaction_window,
+            },
+            (Route::ChannelMessage(c, m), "DELETE") => {
+                let (hash, limit, window) =
+                    writes::delete_bucket(&self.world, &self.store, c, m, unix_now_ms());
+                BucketSpec {
+                    hash,
+                    limit,
+                    window,
+                }
+            }
+            _ => limiter.route_spec(route.bucket_hash(method)),
         }
     }
 
@@ -221,11 +330,25 @@ impl App {
     fn injected(
         &self,
         fault: &Fault,
+        req: &Request,
         route: Option<&Route>,
         bot: Option<&Bot>,
         now: Instant,
     ) -> Response {
         let retry_ms = ((fault.retry_after_secs() * 1000.0).ceil() as u64).max(1);
+        let spec = match (route, &self.limiter) {
+            (Some(r), Some(l)) => Some(self.bucket(l, r, &req.method)),
+            _ => None,
+        };
+        // The route's real bucket, not consumed: what Discord's shared 429s
+        // carry (its Remaining is not 0).
+        let peeked = |resp: Response| match (spec, bot, &self.limiter, route) {
+            (Some(spec), Some(b), Some(l), Some(r)) => {
+                let state = l.peek(&b.token, spec, r.top_level(), now);
+                with_bucket_headers(resp, state, spec.hash)
+            }
+            _ => resp,
+        };
         match fault.kind {
             FaultKind::Status500 => Response::json(
                 500,
@@ -248,32 +371,51 @@ impl App {
                 body: NOT_JSON_BODY.as_bytes().to_vec(),
             },
             FaultKind::User429 => {
+                let limit = match (spec, route) {
+                    (Some(spec), _) => spec.limit,
+                    _ => self.options.limits.map_or(1, |l| l.route_limit),
+                };
                 let state = BucketState {
-                    limit: self.options.limits.map_or(1, |l| l.route_limit),
+                    limit,
                     remaining: 0,
                     reset_after: Duration::from_millis(retry_ms),
                 };
                 match route {
-                    Some(r) => user_429(state, r.bucket_hash()),
+                    Some(r) => user_429(
+                        state,
+                        spec.map_or_else(|| r.bucket_hash(&req.method), |s| s.hash),
+                    ),
                     None => rate_limited(LIMITED_MESSAGE, retry_ms, false, "user"),
                 }
             }
-            FaultKind::Shared429 => {
-                let resp = rate_limited(SHARED_MESSAGE, retry_ms, false, "shared");
-                // Like Discord's example: the bucket headers describe the
-                // route's own (not exhausted) bucket and disagree with
-                // retry_after, which is the value to trust.
-                match (route, bot, &self.limiter) {
-                    (Some(r), Some(b), Some(l)) => {
-                        let state = l.peek(&b.token, r.bucket_hash(), r.top_level(), now);
-                        with_bucket_headers(resp, state, r.bucket_hash())
-                    }
-                    _ => resp,
-                }
+            // Like Discord's example: the bucket headers describe the
+            // route's own (not exhausted) bucket and disagree with
+            // retry_after, which is the value to trust.
+            FaultKind::Shared429 => peeked(rate_limited(SHARED_MESSAGE, retry_ms, false, "shared")),
+            // The channel's write limit (discord-api-docs PR #8290): code
+            // 20028, retry_after 0.3 by default; the bucket still has room.
+            FaultKind::Sublimit429 => {
+                let resp = Response::json(
+                    429,
+                    &json!({
+                        "message": SUBLIMIT_MESSAGE,
+                        "retry_after": retry_ms as f64 / 1000.0,
+                        "global": false,
+                        "code": 20028,
+                    }),
+                )
+                .with_header("Retry-After", retry_ms.div_ceil(1000).to_string())
+                .with_header("X-RateLimit-Scope", "shared");
+                peeked(resp)
             }
             FaultKind::Global429 => global_429(retry_ms),
             FaultKind::Cloudflare429 => cloudflare_429(retry_ms),
-            FaultKind::Hang | FaultKind::Drop | FaultKind::Latency => {
+            FaultKind::Hang
+            | FaultKind::Drop
+            | FaultKind::Latency
+            | FaultKind::WriteThenHang
+            | FaultKind::WriteThenDrop
+            | FaultKind::WriteThen502 => {
                 unreachable!("handled by the caller")
             }
         }
@@ -281,6 +423,10 @@ impl App {
 }
 
 impl Handler for App {
+    fn max_body(&self) -> usize {
+        self.options.writes.max_request_bytes
+    }
+
     fn handle(&self, req: &Request) -> Outcome {
         let path = req.path();
         match path.strip_prefix(CONTROL_PREFIX) {
@@ -296,6 +442,9 @@ impl Handler for App {
 const LIMITED_MESSAGE: &str = "You are being rate limited.";
 /// 429 message for shared (per-resource) limits.
 const SHARED_MESSAGE: &str = "The resource is being rate limited.";
+/// 429 message of the channel write limit, code 20028 (PR #8290).
+const SUBLIMIT_MESSAGE: &str =
+    "The write action you are performing on the channel has hit the write rate limit.";
 
 /// What an HTML error page from a proxy in front of Discord looks like.
 const NOT_JSON_BODY: &str = "<!DOCTYPE html>\n<html><head><title>Error</title></head>\

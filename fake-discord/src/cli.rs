@@ -85,6 +85,42 @@ const OPTIONS: &[Opt] = &[
         help: "how long a banned IP gets Cloudflare's HTML 429 for everything",
     },
     Opt {
+        flag: "--send-limit",
+        value: Some("N"),
+        default: "5",
+        help: "message sends and edits per (bot, channel) per send window",
+    },
+    Opt {
+        flag: "--send-window-ms",
+        value: Some("MS"),
+        default: "5000",
+        help: "length of the send bucket window",
+    },
+    Opt {
+        flag: "--reaction-window-ms",
+        value: Some("MS"),
+        default: "250",
+        help: "one reaction PUT/DELETE per (bot, channel) per this",
+    },
+    Opt {
+        flag: "--nonce-window-ms",
+        value: Some("MS"),
+        default: "120000",
+        help: "how long enforce_nonce deduplicates a bot's nonce",
+    },
+    Opt {
+        flag: "--max-file-bytes",
+        value: Some("N"),
+        default: "10485760",
+        help: "largest uploaded file (413 50045 above)",
+    },
+    Opt {
+        flag: "--max-request-bytes",
+        value: Some("N"),
+        default: "26214400",
+        help: "largest request body, judged by Content-Length (413 40005 above)",
+    },
+    Opt {
         flag: "--no-ratelimit",
         value: None,
         default: "off",
@@ -113,6 +149,12 @@ pub struct Config {
     pub invalid_limit: usize,
     pub invalid_window: Duration,
     pub ban: Duration,
+    pub send_limit: u32,
+    pub send_window: Duration,
+    pub reaction_window: Duration,
+    pub nonce_window: Duration,
+    pub max_file_bytes: usize,
+    pub max_request_bytes: usize,
 }
 
 impl Default for Config {
@@ -130,6 +172,12 @@ impl Default for Config {
             invalid_limit: 10_000,
             invalid_window: Duration::from_secs(600),
             ban: Duration::from_secs(3600),
+            send_limit: 5,
+            send_window: Duration::from_millis(5000),
+            reaction_window: Duration::from_millis(250),
+            nonce_window: Duration::from_millis(120_000),
+            max_file_bytes: 10 * 1024 * 1024,
+            max_request_bytes: 25 * 1024 * 1024,
         }
     }
 }
@@ -137,7 +185,7 @@ impl Default for Config {
 /// What the command line asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
 }
 
@@ -212,10 +260,22 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
                 cfg.invalid_window = Duration::from_millis(number(&flag, &value, 1)?)
             }
             "--ban-ms" => cfg.ban = Duration::from_millis(number(&flag, &value, 1)?),
+            "--send-limit" => cfg.send_limit = number(&flag, &value, 1)?,
+            "--send-window-ms" => {
+                cfg.send_window = Duration::from_millis(number(&flag, &value, 1)?)
+            }
+            "--reaction-window-ms" => {
+                cfg.reaction_window = Duration::from_millis(number(&flag, &value, 1)?)
+            }
+            "--nonce-window-ms" => {
+                cfg.nonce_window = Duration::from_millis(number(&flag, &value, 1)?)
+            }
+            "--max-file-bytes" => cfg.max_file_bytes = number(&flag, &value, 1)?,
+            "--max-request-bytes" => cfg.max_request_bytes = number(&flag, &value, 1)?,
             _ => unreachable!("every option in OPTIONS is handled"),
         }
     }
-    Ok(Command::Run(cfg))
+    Ok(Command::Run(Box::new(cfg)))
 }
 
 #[cfg(test)]
@@ -228,7 +288,7 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        assert_eq!(parse(args("")), Ok(Command::Run(Config::default())));
+        assert_eq!(parse(args("")), Ok(Command::Run(Box::default())));
         let Ok(Command::Run(c)) = parse(args(
             "--port 8080 --route-limit=2 --no-ratelimit --latency-ms 5",
         )) else {
@@ -239,6 +299,34 @@ mod tests {
         assert!(!c.ratelimit);
         assert_eq!(c.latency, Duration::from_millis(5));
         assert_eq!(parse(args("--help")), Ok(Command::Help));
+    }
+
+    #[test]
+    fn write_flags() {
+        let Ok(Command::Run(d)) = parse(args("")) else {
+            panic!()
+        };
+        assert_eq!((d.send_limit, d.send_window), (5, Duration::from_secs(5)));
+        assert_eq!(d.reaction_window, Duration::from_millis(250));
+        assert_eq!(d.nonce_window, Duration::from_secs(120));
+        assert_eq!(d.max_file_bytes, 10 * 1024 * 1024);
+        assert_eq!(d.max_request_bytes, 25 * 1024 * 1024);
+        let Ok(Command::Run(c)) = parse(args(
+            "--send-limit 2 --send-window-ms=700 --reaction-window-ms 40 \
+             --nonce-window-ms 900 --max-file-bytes 100 --max-request-bytes=1000",
+        )) else {
+            panic!()
+        };
+        assert_eq!(
+            (c.send_limit, c.send_window),
+            (2, Duration::from_millis(700))
+        );
+        assert_eq!(c.reaction_window, Duration::from_millis(40));
+        assert_eq!(c.nonce_window, Duration::from_millis(900));
+        assert_eq!((c.max_file_bytes, c.max_request_bytes), (100, 1000));
+        assert!(parse(args("--send-limit 0")).is_err());
+        assert!(parse(args("--max-file-bytes x")).is_err());
+        assert!(parse(args("--reaction-window-ms 0")).is_err());
     }
 
     #[test]

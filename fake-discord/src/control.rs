@@ -36,6 +36,16 @@ pub fn handle(app: &App, req: &Request, rest: &str) -> Response {
             ok(json!({ "ok": true }))
         }
         ("GET", ["world"]) => ok(world_json(app)),
+        ("GET", ["messages"]) => match query_id(req, "channel_id") {
+            Ok(channel) => ok(created_messages(app, channel)),
+            Err(e) => bad_request(&e),
+        },
+        ("GET", ["reactions"]) => {
+            match query_id(req, "channel_id").and_then(|c| Ok((c, query_id(req, "message_id")?))) {
+                Ok((channel, message)) => ok(reactions(app, channel, message)),
+                Err(e) => bad_request(&e),
+            }
+        }
         ("GET", ["channels", id, "message_ids"]) => {
             match id.parse().ok().and_then(|id| app.world.channel(id)) {
                 Some((_, c)) => ok(id_strings(&c.message_ids)),
@@ -56,6 +66,8 @@ pub fn handle(app: &App, req: &Request, rest: &str) -> Response {
             | ["stats"]
             | ["reset"]
             | ["world"]
+            | ["messages"]
+            | ["reactions"]
             | ["channels", _, "message_ids"]
             | ["guilds", _, "member_ids"],
         ) => Response::json(405, &json!({ "error": "method not allowed" })),
@@ -122,6 +134,55 @@ fn since(req: &Request) -> Result<u64, String> {
     Ok(0)
 }
 
+/// A required snowflake query parameter.
+fn query_id(req: &Request, name: &str) -> Result<u64, String> {
+    req.query()
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .ok_or_else(|| format!("{name} is required"))?
+        .parse()
+        .map_err(|_| format!("{name} must be a snowflake"))
+}
+
+/// `GET /_fake/messages?channel_id=`: messages created through the API in
+/// the channel and not deleted, oldest first, each with the
+/// `allowed_mentions` and `enforce_nonce` it was sent with.
+fn created_messages(app: &App, channel: u64) -> Value {
+    let inner = app.store.lock();
+    Value::Array(
+        inner
+            .live_in(channel)
+            .map(|(_, stored)| {
+                let mut m = stored.message.clone();
+                m["allowed_mentions"] = stored.allowed_mentions.clone();
+                m["enforce_nonce"] = json!(stored.enforce_nonce);
+                m
+            })
+            .collect(),
+    )
+}
+
+/// `GET /_fake/reactions?channel_id=&message_id=`: emoji → user ids. The
+/// channel is checked for API-created messages; generated messages are not
+/// tied to a channel here (their ids are unique across the world).
+fn reactions(app: &App, channel: u64, message: u64) -> Value {
+    let inner = app.store.lock();
+    let foreign = inner
+        .messages
+        .get(&message)
+        .is_some_and(|m| m.channel_id != channel);
+    let mut out = serde_json::Map::new();
+    if !foreign && let Some(by_emoji) = inner.reactions.get(&message) {
+        for (emoji, users) in by_emoji {
+            out.insert(
+                emoji.clone(),
+                id_strings(&users.iter().copied().collect::<Vec<_>>()),
+            );
+        }
+    }
+    Value::Object(out)
+}
+
 /// `GET /_fake/stats`: the request log's counts and the edge's.
 fn stats(app: &App) -> Value {
     let mut stats = app.recorder.stats_json();
@@ -180,5 +241,9 @@ fn world_json(app: &App) -> Value {
             })
         })
         .collect();
-    json!({ "bots": bots, "guilds": guilds })
+    json!({
+        "bots": bots,
+        "guilds": guilds,
+        "dm_closed_users": id_strings(&app.world.dm_closed_users()),
+    })
 }

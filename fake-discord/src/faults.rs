@@ -5,6 +5,12 @@
 //! fault through the control API; the next matching requests get it instead
 //! of (or, for `latency`, in addition to) the real answer.
 //!
+//! The `write_then_*` kinds model the ambiguous outcome of a write: Discord
+//! performed it, but the client never learns (a timeout, a reset, a 502 from
+//! a proxy). They are what `enforce_nonce` exists for (WRITES-NOTES §3.6).
+//! `sublimit_429` is the channel-wide write limit, code 20028
+//! (discord-api-docs PR #8290).
+//!
 //! Invariant: faults are consumed in the order they were queued; a request
 //! consumes at most one fault (the first queued one whose `path_contains`
 //! matches), and a fault with `count` N is applied to exactly N requests.
@@ -18,6 +24,9 @@ use serde_json::{Value, json};
 pub const DEFAULT_HANG: Duration = Duration::from_secs(60);
 /// `retry_after` of injected 429s when the fault gives none, in seconds.
 pub const DEFAULT_RETRY_AFTER: f64 = 1.0;
+/// `retry_after` of `sublimit_429` when the fault gives none: the value in
+/// Discord's 20028 example (discord-api-docs PR #8290).
+pub const SUBLIMIT_RETRY_AFTER: f64 = 0.3;
 
 /// The misbehaviours the fake can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,11 +43,19 @@ pub enum FaultKind {
     Global429,
     /// Cloudflare's 429 in front of Discord: HTML, only `Retry-After`.
     Cloudflare429,
+    /// The request is performed, then the connection hangs.
+    WriteThenHang,
+    /// The request is performed, then the connection is closed unanswered.
+    WriteThenDrop,
+    /// The request is performed, then a 502 is answered.
+    WriteThen502,
+    /// The channel's shared write limit (20028), scope `shared`.
+    Sublimit429,
 }
 
 impl FaultKind {
     /// Every kind, for error messages and the README.
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Status500,
         FaultKind::Status502,
         FaultKind::Status503,
@@ -50,6 +67,10 @@ impl FaultKind {
         FaultKind::User429,
         FaultKind::Global429,
         FaultKind::Cloudflare429,
+        FaultKind::WriteThenHang,
+        FaultKind::WriteThenDrop,
+        FaultKind::WriteThen502,
+        FaultKind::Sublimit429,
     ];
 
     /// The kind's name in the control API.
@@ -66,7 +87,22 @@ impl FaultKind {
             FaultKind::User429 => "user_429",
             FaultKind::Global429 => "global_429",
             FaultKind::Cloudflare429 => "cloudflare_429",
+            FaultKind::WriteThenHang => "write_then_hang",
+            FaultKind::WriteThenDrop => "write_then_drop",
+            FaultKind::WriteThen502 => "write_then_502",
+            FaultKind::Sublimit429 => "sublimit_429",
         }
+    }
+
+    /// Whether the real request is performed before the fault strikes.
+    pub fn performs_request(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Latency
+                | FaultKind::WriteThenHang
+                | FaultKind::WriteThenDrop
+                | FaultKind::WriteThen502
+        )
     }
 
     fn parse(name: &str) -> Option<FaultKind> {
@@ -82,7 +118,7 @@ pub struct Fault {
     pub remaining: u64,
     /// Applies only to requests whose target contains this substring.
     pub path_contains: Option<String>,
-    /// Duration for `hang` and `latency`.
+    /// Duration for `hang`, `write_then_hang` and `latency`.
     pub ms: Option<u64>,
     /// `retry_after` seconds for the injected 429 kinds.
     pub retry_after: Option<f64>,
@@ -148,7 +184,12 @@ impl Fault {
 
     /// `retry_after` for injected 429s.
     pub fn retry_after_secs(&self) -> f64 {
-        self.retry_after.unwrap_or(DEFAULT_RETRY_AFTER)
+        self.retry_after
+            .unwrap_or(if self.kind == FaultKind::Sublimit429 {
+                SUBLIMIT_RETRY_AFTER
+            } else {
+                DEFAULT_RETRY_AFTER
+            })
     }
 }
 
@@ -227,5 +268,13 @@ mod tests {
         assert!(Fault::from_json(&json!({"kind": "explode"})).is_err());
         assert!(Fault::from_json(&json!({"kind": "hang", "count": 0})).is_err());
         assert!(Fault::from_json(&json!({"kind": "user_429", "retry_after": -1})).is_err());
+    }
+
+    #[test]
+    fn sublimit_defaults_to_discords_example_retry_after() {
+        let f = Fault::from_json(&json!({"kind": "sublimit_429"})).unwrap();
+        assert_eq!(f.retry_after_secs(), SUBLIMIT_RETRY_AFTER);
+        let f = Fault::from_json(&json!({"kind": "write_then_502"})).unwrap();
+        assert!(f.kind.performs_request());
     }
 }

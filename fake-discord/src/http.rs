@@ -8,8 +8,12 @@
 //! pipelined requests are answered in order.
 //!
 //! Invariants:
-//! - a request head larger than [`MAX_HEAD`] is refused with 431, a body larger
-//!   than [`MAX_BODY`] with 413, and neither is buffered;
+//! - a request head larger than [`MAX_HEAD`] is refused with 431 and not
+//!   buffered;
+//! - a body larger than [`Handler::max_body`] is never read: the request is
+//!   handed over with an empty body and `body_omitted` set (so the handler
+//!   can answer Discord's 413 from the declared `Content-Length`), and the
+//!   connection is closed after the answer;
 //! - an idle or slow connection holds its thread for at most [`READ_TIMEOUT`];
 //! - a panicking handler costs one 500 response, never the process.
 
@@ -24,8 +28,8 @@ use crate::timefmt;
 
 /// Largest accepted request head (request line plus headers), in bytes.
 pub const MAX_HEAD: usize = 16 * 1024;
-/// Largest accepted request body, in bytes (control API JSON is tiny).
-pub const MAX_BODY: usize = 1024 * 1024;
+/// Default largest request body, in bytes (Discord's 25 MiB request limit).
+pub const MAX_BODY: usize = 25 * 1024 * 1024;
 /// Most header fields accepted in one request.
 const MAX_HEADERS: usize = 64;
 /// How long a connection may stay silent (idle keep-alive or a stalled send).
@@ -37,7 +41,7 @@ const LINGER: Duration = Duration::from_millis(500);
 /// At most this much input is drained from a refused connection.
 const MAX_LINGER_BYTES: usize = 256 * 1024;
 /// Bytes read from the socket per `read` call.
-const READ_CHUNK: usize = 8 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
 
 /// One parsed request.
 #[derive(Debug)]
@@ -49,6 +53,9 @@ pub struct Request {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The declared `Content-Length` of a body that was too large to read
+    /// (then `body` is empty and the connection closes after the answer).
+    pub body_omitted: Option<usize>,
 }
 
 impl Request {
@@ -118,6 +125,11 @@ pub enum Outcome {
 /// thread; it may block (sleep) to simulate latency.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request) -> Outcome;
+
+    /// Largest body read; a larger one is left unread (see `body_omitted`).
+    fn max_body(&self) -> usize {
+        MAX_BODY
+    }
 }
 
 /// Accepts connections forever, one thread each. Accept errors (for example
@@ -167,7 +179,7 @@ fn serve_connection(mut stream: TcpStream, handler: &dyn Handler) {
     // Bytes received but not yet consumed; may hold a pipelined next request.
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
-        let (req, keep_alive) = match read_request(&mut stream, &mut buf) {
+        let (req, keep_alive) = match read_request(&mut stream, &mut buf, handler.max_body()) {
             Ok(r) => r,
             Err(ReadError::Gone) => return,
             Err(ReadError::Reject(status, message)) => {
@@ -184,6 +196,13 @@ fn serve_connection(mut stream: TcpStream, handler: &dyn Handler) {
                 Outcome::Respond(Response::json(500, &body))
             });
         match outcome {
+            Outcome::Respond(resp) if req.body_omitted.is_some() => {
+                // The unread body is still on its way: answer, then drain
+                // briefly so the answer is not destroyed by a reset.
+                let _ = write_response(&mut stream, &resp, false);
+                lingering_close(stream);
+                return;
+            }
             Outcome::Respond(resp) => {
                 if write_response(&mut stream, &resp, keep_alive).is_err() || !keep_alive {
                     let _ = stream.shutdown(Shutdown::Both);
@@ -228,7 +247,11 @@ fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ReadError> {
 
 /// Reads one request (head and body) and whether to keep the connection open
 /// afterwards. Consumes exactly that request's bytes from `buf`.
-fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Request, bool), ReadError> {
+fn read_request(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    max_body: usize,
+) -> Result<(Request, bool), ReadError> {
     let head_len = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break pos + 4;
@@ -283,6 +306,7 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Request, b
         target,
         headers,
         body: Vec::new(),
+        body_omitted: None,
     };
 
     let connection = req.header("connection").unwrap_or("").to_ascii_lowercase();
@@ -304,8 +328,10 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(Request, b
             .parse::<usize>()
             .map_err(|_| ReadError::Reject(400, "400: Bad Request"))?,
     };
-    if body_len > MAX_BODY {
-        return Err(ReadError::Reject(413, "413: Payload Too Large"));
+    if body_len > max_body {
+        buf.drain(..head_len);
+        req.body_omitted = Some(body_len);
+        return Ok((req, false));
     }
     if body_len > 0
         && req

@@ -8,9 +8,12 @@
 //!
 //! - `cli`: flags → `Config`;
 //! - `world`: the immutable bots/guilds/channels/members/messages;
+//! - `state`: what write routes changed (messages, deletions, reactions,
+//!   nonces, DM channels);
 //! - `http`: the blocking HTTP/1.1 server (thread per connection);
 //! - `app`: the request pipeline (faults → route → auth → limits → answer);
-//! - `api`: Discord routes and JSON bodies;
+//! - `api`: Discord routes and JSON bodies (reads);
+//! - `writes`, `multipart`: Discord write routes and uploads;
 //! - `ratelimit`: per-route buckets and the global limit;
 //! - `faults`, `observe`, `control`: the `/_fake/` test API.
 //!
@@ -25,10 +28,13 @@ mod control;
 mod edge;
 mod faults;
 mod http;
+mod multipart;
 mod observe;
 mod ratelimit;
+mod state;
 mod timefmt;
 mod world;
+mod writes;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -93,6 +99,14 @@ fn main() -> ExitCode {
             limit: config.invalid_limit,
             window: config.invalid_window,
             ban: config.ban,
+        },
+        writes: writes::WriteOptions {
+            send_limit: config.send_limit,
+            send_window: config.send_window,
+            reaction_window: config.reaction_window,
+            nonce_window: config.nonce_window,
+            max_file_bytes: config.max_file_bytes,
+            max_request_bytes: config.max_request_bytes,
         },
     };
     let app = Arc::new(App::new(world, options, start));

@@ -22,8 +22,11 @@ pub const MAX_LOG_ENTRIES: usize = 500_000;
 /// The window of `max_in_any_second`.
 const SECOND: Duration = Duration::from_secs(1);
 
+/// Bodies up to this size are kept in the log as text (when UTF-8).
+pub const MAX_LOGGED_BODY: usize = 64 * 1024;
+
 /// What is known about a request when it is answered (or deliberately not).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Record {
     pub method: String,
     pub target: String,
@@ -36,6 +39,29 @@ pub struct Record {
     pub scope: Option<String>,
     /// Name of the injected fault, if any.
     pub fault: Option<&'static str>,
+    /// Lowercase names of every request header, in order.
+    pub headers: Vec<String>,
+    pub content_type: Option<String>,
+    /// Body bytes received (0 when an oversize body was not read).
+    pub body_len: usize,
+    /// FNV-1a 64 of the body, 16 hex digits.
+    pub body_hash: String,
+    /// The body when UTF-8 and at most [`MAX_LOGGED_BODY`] bytes.
+    pub body: Option<String>,
+    /// `X-Audit-Log-Reason` as received, and percent-decoded once.
+    pub audit_log_reason: Option<String>,
+    pub audit_log_reason_decoded: Option<String>,
+    /// `nonce` from the JSON body or `payload_json`.
+    pub nonce: Option<Value>,
+}
+
+/// FNV-1a, 64 bits, as 16 lowercase hex digits: enough to tell whether two
+/// uploads were byte-identical.
+pub fn fnv1a_hex(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 #[derive(Debug)]
@@ -126,6 +152,14 @@ impl Recorder {
                         "at_ms": e.at.as_millis() as u64,
                         "scope": r.scope,
                         "fault": r.fault,
+                        "headers": r.headers,
+                        "content_type": r.content_type,
+                        "body_len": r.body_len,
+                        "body_hash": r.body_hash,
+                        "body": r.body,
+                        "audit_log_reason": r.audit_log_reason,
+                        "audit_log_reason_decoded": r.audit_log_reason_decoded,
+                        "nonce": r.nonce,
                     })
                 })
                 .collect(),
@@ -173,8 +207,14 @@ mod tests {
             authorization_scheme_ok: true,
             status: Some(status),
             scope: scope.map(str::to_string),
-            fault: None,
+            ..Record::default()
         }
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_values() {
+        assert_eq!(fnv1a_hex(b""), "cbf29ce484222325");
+        assert_eq!(fnv1a_hex(b"a"), "af63dc4c8601ec8c");
     }
 
     #[test]

@@ -36,6 +36,19 @@ pub struct Limits {
     pub global_limit: u32,
 }
 
+/// One bucket's identity and size. Read routes use `--route-limit` per
+/// `--route-window-ms`; write routes have their own sizes (message sends,
+/// reactions, deletes by message age; see `app.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketSpec {
+    /// The opaque `X-RateLimit-Bucket` value.
+    pub hash: &'static str,
+    /// Requests allowed per window.
+    pub limit: u32,
+    /// Length of a window.
+    pub window: Duration,
+}
+
 /// A bucket's state as reported in `X-RateLimit-*` headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BucketState {
@@ -97,7 +110,17 @@ impl Limiter {
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = State::default();
     }
 
-    /// Checks a request and counts it if allowed.
+    /// The bucket of a read route: `--route-limit` per `--route-window-ms`.
+    pub fn route_spec(&self, hash: &'static str) -> BucketSpec {
+        BucketSpec {
+            hash,
+            limit: self.limits.route_limit,
+            window: self.limits.route_window,
+        }
+    }
+
+    /// Checks a request against a read-route bucket and counts it if allowed.
+    #[cfg(test)]
     pub fn check(
         &self,
         token: &str,
@@ -105,6 +128,18 @@ impl Limiter {
         resource: Option<&str>,
         now: Instant,
     ) -> Decision {
+        self.check_spec(token, self.route_spec(hash), resource, now)
+    }
+
+    /// Checks a request against the bucket `spec` and counts it if allowed.
+    pub fn check_spec(
+        &self,
+        token: &str,
+        spec: BucketSpec,
+        resource: Option<&str>,
+        now: Instant,
+    ) -> Decision {
+        let hash = spec.hash;
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let State { buckets, global } = &mut *state;
 
@@ -133,13 +168,11 @@ impl Limiter {
             bucket.used = 0;
             bucket.resets_at = None;
         }
-        let resets_at = *bucket
-            .resets_at
-            .get_or_insert(now + self.limits.route_window);
+        let resets_at = *bucket.resets_at.get_or_insert(now + spec.window);
         let reset_after = resets_at.saturating_duration_since(now);
-        if bucket.used >= self.limits.route_limit {
+        if bucket.used >= spec.limit {
             return Decision::RouteLimited(BucketState {
-                limit: self.limits.route_limit,
+                limit: spec.limit,
                 remaining: 0,
                 reset_after,
             });
@@ -147,8 +180,8 @@ impl Limiter {
         bucket.used += 1;
         recent.push_back(now);
         Decision::Allowed(BucketState {
-            limit: self.limits.route_limit,
-            remaining: self.limits.route_limit - bucket.used,
+            limit: spec.limit,
+            remaining: spec.limit - bucket.used,
             reset_after,
         })
     }
@@ -158,10 +191,11 @@ impl Limiter {
     pub fn peek(
         &self,
         token: &str,
-        hash: &'static str,
+        spec: BucketSpec,
         resource: Option<&str>,
         now: Instant,
     ) -> BucketState {
+        let hash = spec.hash;
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let key = BucketKey {
             token: token.to_string(),
@@ -173,14 +207,14 @@ impl Limiter {
                 used,
                 resets_at: Some(t),
             }) if *t > now => BucketState {
-                limit: self.limits.route_limit,
-                remaining: self.limits.route_limit.saturating_sub(*used),
+                limit: spec.limit,
+                remaining: spec.limit.saturating_sub(*used),
                 reset_after: *t - now,
             },
             _ => BucketState {
-                limit: self.limits.route_limit,
-                remaining: self.limits.route_limit,
-                reset_after: self.limits.route_window,
+                limit: spec.limit,
+                remaining: spec.limit,
+                reset_after: spec.window,
             },
         }
     }
@@ -284,7 +318,11 @@ mod tests {
             }
         );
         // The refused request did not use the bucket "x".
-        assert_eq!(l.peek("a", "h", Some("x"), t0 + ms(300)).remaining, 100);
+        assert_eq!(
+            l.peek("a", l.route_spec("h"), Some("x"), t0 + ms(300))
+                .remaining,
+            100
+        );
         assert!(matches!(
             l.check("a", "h", Some("x"), t0 + ms(1000)),
             Decision::Allowed(_)

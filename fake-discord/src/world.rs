@@ -8,7 +8,8 @@
 //!
 //! Invariants:
 //! - the world is immutable after [`World::build`]; mutable test state
-//!   (revocations, faults, rate limits) lives elsewhere;
+//!   (revocations, faults, rate limits, and everything write routes change,
+//!   in `state.rs`) lives elsewhere;
 //! - every id vector is strictly increasing, and generated ids are
 //!   deterministic: the same world file always yields the same ids;
 //! - generated snowflakes are real snowflakes: their top 42 bits are the
@@ -39,6 +40,10 @@ pub enum Access {
     NoHistory,
     /// No VIEW_CHANNEL: Discord answers 403 Missing Access (50001).
     None,
+    /// VIEW_CHANNEL and READ_MESSAGE_HISTORY without SEND_MESSAGES (or any
+    /// other write permission): reads work, every write answers 403 Missing
+    /// Permissions (50013).
+    ReadOnly,
 }
 
 impl Access {
@@ -47,6 +52,7 @@ impl Access {
             "full" => Some(Access::Full),
             "no_history" => Some(Access::NoHistory),
             "none" => Some(Access::None),
+            "read_only" => Some(Access::ReadOnly),
             _ => None,
         }
     }
@@ -57,6 +63,7 @@ impl Access {
             Access::Full => "full",
             Access::NoHistory => "no_history",
             Access::None => "none",
+            Access::ReadOnly => "read_only",
         }
     }
 }
@@ -112,6 +119,9 @@ pub struct World {
     guilds: Vec<Guild>,
     guild_by_id: HashMap<u64, usize>,
     channel_by_id: HashMap<u64, (usize, usize)>,
+    /// Users whose DMs are closed to bots (`dm_closed_users`): sending to
+    /// their DM channel answers 403 50007.
+    dm_closed_users: HashSet<u64>,
 }
 
 /// A bot as described in a world file, before expansion.
@@ -277,6 +287,7 @@ impl World {
             guilds,
             guild_by_id,
             channel_by_id,
+            dm_closed_users: HashSet::new(),
         })
     }
 
@@ -356,7 +367,7 @@ impl World {
                 let access = match string(c, "access", &at)? {
                     None => Access::Full,
                     Some(s) => Access::parse(&s).ok_or(format!(
-                        "{at}.access must be \"full\", \"no_history\" or \"none\""
+                        "{at}.access must be \"full\", \"no_history\", \"read_only\" or \"none\""
                     ))?,
                 };
                 channels.push(ChannelSpec {
@@ -374,7 +385,13 @@ impl World {
                 channels,
             });
         }
-        World::build(bots, guilds)
+        let mut world = World::build(bots, guilds)?;
+        for (i, u) in array(&root, "dm_closed_users", "world")?.iter().enumerate() {
+            let id = parse_snowflake(u)
+                .ok_or(format!("dm_closed_users[{i}]: {u} is not a snowflake"))?;
+            world.dm_closed_users.insert(id);
+        }
+        Ok(world)
     }
 
     /// The bot a token authenticates, if any (revocation is checked elsewhere).
@@ -392,6 +409,29 @@ impl World {
 
     pub fn guild(&self, id: u64) -> Option<&Guild> {
         self.guild_by_id.get(&id).map(|&i| &self.guilds[i])
+    }
+
+    /// Whether `user_id` has closed DMs to bots (`dm_closed_users`).
+    pub fn dm_closed(&self, user_id: u64) -> bool {
+        self.dm_closed_users.contains(&user_id)
+    }
+
+    /// `dm_closed_users`, ascending.
+    pub fn dm_closed_users(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.dm_closed_users.iter().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The first guild (in world order) that has `user_id` as a generated
+    /// member, and the member's index there; names users in DMs and mentions.
+    pub fn member(&self, user_id: u64) -> Option<(&Guild, usize)> {
+        self.guilds.iter().find_map(|g| {
+            g.member_ids
+                .binary_search(&user_id)
+                .ok()
+                .map(|index| (g, index))
+        })
     }
 
     /// A channel and the guild it belongs to.
@@ -491,7 +531,20 @@ mod tests {
         assert_eq!(bot.guilds.len(), 4);
         assert!(bot.members_intent);
         assert_eq!(w.channel(2).unwrap().1.access, Access::None);
+        assert!(!w.dm_closed(7));
         assert_eq!(w.guild(1).unwrap().member_ids.len(), 1);
+    }
+
+    #[test]
+    fn read_only_access_and_dm_closed_users() {
+        let w = World::from_json(
+            r#"{"dm_closed_users":["42", 43],
+                "guilds":[{"id":"1","channels":[{"id":"2","access":"read_only"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(w.channel(2).unwrap().1.access, Access::ReadOnly);
+        assert!(w.dm_closed(42) && w.dm_closed(43) && !w.dm_closed(44));
+        assert_eq!(w.dm_closed_users(), vec![42, 43]);
     }
 
     #[test]
