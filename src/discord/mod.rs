@@ -20,8 +20,10 @@
 //! - only GETs are sent, so a retry never duplicates a side effect.
 
 pub mod bots;
+pub mod catalog;
 pub mod client;
 pub mod cluster;
+pub mod emoji;
 pub mod error;
 pub mod guard;
 pub mod ratelimit;
