@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
+use crate::api::writes::DefaultMentions;
 use crate::discord::guard::DEFAULT_INVALID_THRESHOLD;
 use crate::discord::ratelimit::DEFAULT_GLOBAL_PER_SECOND;
 use crate::http::clients::TrustedProxies;
@@ -116,6 +117,12 @@ pub struct Config {
     #[arg(long, env = "REFUSAL_CACHE_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub refusal_cache_ms: u64,
+
+    /// `allowed_mentions` added to a message that has none: `users`, `none`,
+    /// or `discord` (add nothing).
+    #[arg(long, env = "DEFAULT_ALLOWED_MENTIONS", default_value = "users",
+          value_parser = DefaultMentions::parse)]
+    pub default_allowed_mentions: DefaultMentions,
 
     /// Client connections open at once; one more is answered 503 and closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096,

@@ -9,6 +9,7 @@ use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use discord_bot_backend::api::Api;
+use discord_bot_backend::api::writes::WriteSettings;
 use discord_bot_backend::config::Config;
 use discord_bot_backend::discord::Discord;
 use discord_bot_backend::discord::bots::BotRegistry;
@@ -18,7 +19,10 @@ use discord_bot_backend::http::clients::ClientLimiter;
 use discord_bot_backend::http::cors::Cors;
 use discord_bot_backend::http::server::{Limits, Server};
 use discord_bot_backend::observe::logging;
-use discord_bot_backend::store::redis::{RedisInvalidCount, RedisLimiter, RedisPool, RedisStore};
+use discord_bot_backend::store::idempotency::{IdempotencyStore, MemoryIdempotency};
+use discord_bot_backend::store::redis::{
+    RedisIdempotency, RedisInvalidCount, RedisLimiter, RedisPool, RedisStore,
+};
 use discord_bot_backend::store::{self, DurableStore, MemoryStore, SessionStore};
 
 /// Longest the sweeper sleeps between passes; shorter idle timeouts sweep
@@ -81,7 +85,12 @@ fn run(config: &Config) -> Result<(), String> {
         Some(url) => Some(Arc::new(RedisPool::new(url, config.redis_timeout())?)),
         None => None,
     };
-    let store: Arc<dyn SessionStore> = match (&redis, &config.session_key) {
+    // Idempotency records live where sessions do: shared in Redis, on disk
+    // with --data-dir, else in this process only.
+    let (store, idempotency): (Arc<dyn SessionStore>, Arc<dyn IdempotencyStore>) = match (
+        &redis,
+        &config.session_key,
+    ) {
         (Some(pool), Some(key)) => {
             log::info!("sessions are in Redis, shared with every instance that uses it");
             if let Some(dir) = &config.data_dir {
@@ -92,14 +101,15 @@ fn run(config: &Config) -> Result<(), String> {
                     dir.display()
                 );
             }
-            Arc::new(RedisStore::new(
+            let sessions = Arc::new(RedisStore::new(
                 Arc::clone(pool),
                 key.clone(),
                 Arc::clone(&bots),
                 config.max_sessions,
                 config.max_sessions_per_bot,
                 config.session_idle_timeout(),
-            ))
+            ));
+            (sessions, Arc::new(RedisIdempotency::new(Arc::clone(pool))))
         }
         _ => {
             let memory = MemoryStore::new(
@@ -108,14 +118,17 @@ fn run(config: &Config) -> Result<(), String> {
                 config.session_idle_timeout(),
             );
             match &config.data_dir {
-                Some(dir) => DurableStore::open(
-                    dir,
-                    config.session_key.clone(),
-                    &bots,
-                    memory,
-                    config.session_idle_timeout(),
-                )?,
-                None => Arc::new(memory),
+                Some(dir) => {
+                    let durable = DurableStore::open(
+                        dir,
+                        config.session_key.clone(),
+                        &bots,
+                        memory,
+                        config.session_idle_timeout(),
+                    )?;
+                    (Arc::clone(&durable) as _, durable as _)
+                }
+                None => (Arc::new(memory), Arc::new(MemoryIdempotency::default())),
             }
         }
     };
@@ -155,6 +168,12 @@ fn run(config: &Config) -> Result<(), String> {
         login_rate: ClientLimiter::per_minute(config.login_rate_limit),
         clients: ClientLimiter::new(config.client_rate_limit, config.client_burst),
         proxies: config.trusted_proxies.clone(),
+        writes: WriteSettings::new(
+            idempotency,
+            config.default_allowed_mentions,
+            // A write may wait its rate-limit budget, then take two calls.
+            config.max_ratelimit_wait() + config.upstream_timeout() * 2 + Duration::from_secs(5),
+        ),
     });
     let sweep_api = Arc::clone(&api);
     store::sessions::spawn_sweeper(

@@ -610,3 +610,39 @@ fn with_redis_a_data_dir_is_not_used_and_the_log_says_so() {
     );
     assert!(!dir.exists(), "nothing was made in the data directory");
 }
+
+fn send_with_key(service: &Service, session: &str, key: &str) -> support::Reply {
+    service.request(
+        "POST",
+        &format!("/api/messages?channelId={GENERAL}"),
+        &[
+            ("Authorization", session),
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", key),
+        ],
+        Some(r#"{"content": "one of two instances"}"#),
+    )
+}
+
+#[test]
+fn one_idempotency_key_sent_to_two_instances_at_once_reaches_discord_once() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let fake = Fake::start(&standard());
+    let a = instance(&fake, &redis, &[]);
+    let b = instance(&fake, &redis, &[]);
+    let session = a.session(TOKEN);
+    fake.fault(json!({"kind": "latency", "ms": 400, "path_contains": "/messages"}));
+    let (on_a, on_b) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| send_with_key(&a, &session, "cluster-1").status);
+        std::thread::sleep(Duration::from_millis(100));
+        let second = scope.spawn(|| send_with_key(&b, &session, "cluster-1").status);
+        (first.join().unwrap(), second.join().unwrap())
+    });
+    assert_eq!((on_a, on_b), (201, 409));
+    let replay = send_with_key(&b, &session, "cluster-1");
+    assert_eq!(replay.status, 201, "{}", replay.text);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(fake.created_messages(GENERAL).len(), 1);
+}

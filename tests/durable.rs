@@ -292,3 +292,65 @@ fn a_sessions_last_use_reaches_the_disk_so_use_keeps_it_alive_across_a_restart()
         "expired by the login's time"
     );
 }
+
+fn send_with_key(service: &Service, session: &str, key: &str) -> support::Reply {
+    service.request(
+        "POST",
+        &format!("/api/messages?channelId={GENERAL}"),
+        &[
+            ("Authorization", session),
+            ("Content-Type", "application/json"),
+            ("Idempotency-Key", key),
+        ],
+        Some(r#"{"content": "kept across restarts"}"#),
+    )
+}
+
+#[test]
+fn an_idempotency_key_answered_before_a_crash_is_replayed_after_it() {
+    let fake = Fake::start(&standard());
+    let dir = DataDir::new("idem-crash");
+    let service = Service::start(&fake, &with_dir(&dir, &[]));
+    let session = service.session(TOKEN);
+    let first = send_with_key(&service, &session, "restart-1");
+    assert_eq!(first.status, 201, "{}", first.text);
+    stop(service, "KILL");
+    let service = Service::start(&fake, &with_dir(&dir, &[]));
+    let again = send_with_key(&service, &session, "restart-1");
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json(), first.json());
+    assert_eq!(fake.created_messages(GENERAL).len(), 1);
+}
+
+#[test]
+fn a_send_claimed_before_a_crash_is_resumed_with_its_nonce_after_it() {
+    let fake = Fake::start(&standard());
+    let dir = DataDir::new("idem-claimed");
+    // The lease (wait budget + 2 upstream timeouts + 5 s) runs out quickly.
+    let flags = ["--upstream-timeout", "300", "--max-ratelimit-wait", "100"];
+    let service = Service::start(&fake, &with_dir(&dir, &flags));
+    let session = service.session(TOKEN);
+    fake.fault(
+        serde_json::json!({"kind": "write_then_hang", "ms": 30000, "path_contains": "/messages"}),
+    );
+    std::thread::scope(|scope| {
+        let pending = scope.spawn(|| send_with_key(&service, &session, "crash-1").status);
+        // The fake has stored the message; the service is waiting for it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while fake.created_messages(GENERAL).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        service.signal("KILL");
+        let _ = pending.join();
+    });
+    let service = Service::start(&fake, &with_dir(&dir, &flags));
+    let during_lease = send_with_key(&service, &session, "crash-1");
+    assert_eq!(during_lease.status, 409, "{}", during_lease.text);
+    std::thread::sleep(Duration::from_millis(6000));
+    let after = send_with_key(&service, &session, "crash-1");
+    assert_eq!(after.status, 201, "{}", after.text);
+    let created = fake.created_messages(GENERAL);
+    assert_eq!(created.len(), 1, "one message: {created:?}");
+    assert_eq!(after.json()["id"], created[0]["id"]);
+}

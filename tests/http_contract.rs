@@ -187,7 +187,8 @@ fn options_on_any_api_path_is_a_preflight_without_session() {
     for (path, methods) in [
         ("/api/guilds", "GET, OPTIONS"),
         ("/api/auth/login", "POST, OPTIONS"),
-        ("/api/anything", "GET, POST, OPTIONS"),
+        ("/api/messages", "GET, POST, PATCH, DELETE, OPTIONS"),
+        ("/api/anything", "GET, POST, PUT, PATCH, DELETE, OPTIONS"),
     ] {
         let reply = service.request(
             "OPTIONS",

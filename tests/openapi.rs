@@ -93,6 +93,38 @@ fn every_error() -> Vec<ApiError> {
         ApiError::BadGateway("x".into()),
         ApiError::Unavailable("x".into()),
         ApiError::GatewayTimeout,
+        ApiError::DiscordRejected {
+            status: 400,
+            rejection: discord_bot_backend::discord::error::Rejection {
+                message: "x".into(),
+                code: None,
+                errors: None,
+            },
+        },
+        ApiError::DiscordRejected {
+            status: 413,
+            rejection: discord_bot_backend::discord::error::Rejection {
+                message: "x".into(),
+                code: None,
+                errors: None,
+            },
+        },
+        ApiError::OutcomeUnknown {
+            timeout: true,
+            retry_safe: true,
+            detail: "x".into(),
+        },
+        ApiError::OutcomeUnknown {
+            timeout: false,
+            retry_safe: false,
+            detail: "x".into(),
+        },
+        ApiError::Performed { retry_safe: false },
+        ApiError::KeyInUse {
+            retry_after: std::time::Duration::from_secs(1),
+        },
+        ApiError::KeyReused,
+        ApiError::UnsupportedMediaType("x"),
     ];
     for error in &all {
         match error {
@@ -109,7 +141,13 @@ fn every_error() -> Vec<ApiError> {
             | ApiError::Internal
             | ApiError::BadGateway(_)
             | ApiError::Unavailable(_)
-            | ApiError::GatewayTimeout => {}
+            | ApiError::GatewayTimeout
+            | ApiError::DiscordRejected { .. }
+            | ApiError::OutcomeUnknown { .. }
+            | ApiError::Performed { .. }
+            | ApiError::KeyInUse { .. }
+            | ApiError::KeyReused
+            | ApiError::UnsupportedMediaType(_) => {}
         }
     }
     all
@@ -158,7 +196,7 @@ fn every_documented_operation_is_a_route() {
 fn documented_statuses_are_ones_the_service_answers() {
     let doc = document();
     let mut answerable: BTreeSet<u16> = every_error().iter().map(ApiError::status).collect();
-    answerable.insert(200);
+    answerable.extend([200, 201, 204]);
     for (method, path) in documented_operations(&doc) {
         let responses = operation(&doc, &method, &path)["responses"]
             .as_object()
@@ -179,9 +217,17 @@ fn documented_statuses_are_ones_the_service_answers() {
 fn every_operation_documents_success_and_the_limits_of_the_http_front() {
     let doc = document();
     // The front refuses these before any route runs, so every route has them.
-    let front = ["200", "400", "411", "413", "431", "500", "503"];
+    let front = ["400", "411", "413", "431", "500", "503"];
     for (method, path) in documented_operations(&doc) {
         let responses = &operation(&doc, &method, &path)["responses"];
+        assert!(
+            responses
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|status| status.starts_with('2')),
+            "{method} {path} documents no success"
+        );
         for status in front {
             assert!(
                 responses.get(status).is_some(),
@@ -200,6 +246,14 @@ fn operations_that_call_discord_document_its_failures() {
         ("GET", "/api/members"),
         ("GET", "/api/channels"),
         ("GET", "/api/messages"),
+        ("POST", "/api/messages"),
+        ("PATCH", "/api/messages"),
+        ("DELETE", "/api/messages"),
+        ("POST", "/api/messages/bulk-delete"),
+        ("PUT", "/api/reactions"),
+        ("DELETE", "/api/reactions"),
+        ("POST", "/api/dm"),
+        ("POST", "/api/typing"),
     ] {
         let responses = &operation(&doc, method, path)["responses"];
         for status in ["401", "429", "502", "504"] {
@@ -398,6 +452,13 @@ fn assert_conforms(doc: &Value, method: &str, path: &str, reply: &Reply) {
         }
     }
     let schema = &response["content"]["application/json"]["schema"];
+    if reply.status == 204 {
+        assert!(
+            schema.is_null() && reply.text.is_empty(),
+            "{method} {path} 204"
+        );
+        return;
+    }
     assert!(
         !schema.is_null(),
         "{method} {path} {} has no JSON body documented",
@@ -485,6 +546,103 @@ fn real_error_answers_match_the_documented_schemas() {
     ];
     let statuses: BTreeSet<u16> = cases.iter().map(|(_, _, reply)| reply.status).collect();
     assert_eq!(statuses, BTreeSet::from([400, 401, 403, 404]));
+    for (method, path, reply) in &cases {
+        assert_conforms(&doc, method, path, reply);
+    }
+}
+
+#[test]
+fn real_write_answers_match_the_documented_schemas() {
+    let doc = document();
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &["--upstream-timeout", "300"]);
+    let session = service.session(TOKEN);
+    let write = |method: &str, target: &str, key: &str, body: Option<Value>| {
+        let mut headers = vec![("Authorization", session.as_str())];
+        if !key.is_empty() {
+            headers.push(("Idempotency-Key", key));
+        }
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        service.request(
+            method,
+            target,
+            &headers,
+            body.map(|b| b.to_string()).as_deref(),
+        )
+    };
+    let send = format!("/api/messages?channelId={GENERAL}");
+    let hello = serde_json::json!({"content": "hello"});
+    let sent = write("POST", &send, "k1", Some(hello.clone()));
+    let id = sent.json()["id"].as_str().unwrap().to_string();
+    let one = format!("/api/messages?channelId={GENERAL}&messageId={id}");
+    let mut cases = vec![
+        ("POST", "/api/messages", sent),
+        (
+            "POST",
+            "/api/messages",
+            write("POST", &send, "k1", Some(hello.clone())),
+        ),
+        (
+            "POST",
+            "/api/messages",
+            write(
+                "POST",
+                &send,
+                "k1",
+                Some(serde_json::json!({"content": "other"})),
+            ),
+        ),
+        (
+            "POST",
+            "/api/messages",
+            write("POST", &send, "", Some(serde_json::json!({}))),
+        ),
+        (
+            "PATCH",
+            "/api/messages",
+            write(
+                "PATCH",
+                &one,
+                "",
+                Some(serde_json::json!({"content": "v2"})),
+            ),
+        ),
+        (
+            "PUT",
+            "/api/reactions",
+            write(
+                "PUT",
+                &format!("{one}&emoji=%F0%9F%91%8D").replace("/api/messages", "/api/reactions"),
+                "",
+                None,
+            ),
+        ),
+        (
+            "POST",
+            "/api/typing",
+            write(
+                "POST",
+                &format!("/api/typing?channelId={GENERAL}"),
+                "",
+                None,
+            ),
+        ),
+        ("DELETE", "/api/messages", write("DELETE", &one, "", None)),
+        ("DELETE", "/api/messages", write("DELETE", &one, "", None)),
+    ];
+    fake.fault(serde_json::json!({"kind": "write_then_hang", "ms": 1000, "count": 2}));
+    cases.push((
+        "POST",
+        "/api/messages",
+        write("POST", &send, "", Some(hello)),
+    ));
+    let statuses: BTreeSet<u16> = cases.iter().map(|(_, _, reply)| reply.status).collect();
+    assert_eq!(
+        statuses,
+        BTreeSet::from([200, 201, 204, 400, 404, 422, 504])
+    );
     for (method, path, reply) in &cases {
         assert_conforms(&doc, method, path, reply);
     }

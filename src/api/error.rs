@@ -15,6 +15,11 @@ use crate::discord;
 use crate::http::server::{Refusal, Response};
 use crate::store::StoreError;
 
+/// Discord's codes for an upload too large: the request (40005) or a file
+/// (50045); API.md makes both a 413.
+const TOO_LARGE: u64 = 40005;
+const FILE_TOO_LARGE: u64 = 50045;
+
 /// Everything that can go wrong while answering a client, each variant with
 /// the situation that produces it.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +74,29 @@ pub enum ApiError {
     Unavailable(String),
     /// Discord did not answer within `--upstream-timeout`.
     GatewayTimeout,
+    /// Discord refused a write as malformed: its 400 (413 when the upload
+    /// was too large), with Discord's `code` and `errors` tree.
+    DiscordRejected {
+        status: u16,
+        rejection: discord::error::Rejection,
+    },
+    /// A write was sent and Discord's answer lost: 504 after a timeout,
+    /// else 502, with `"outcome": "unknown"` and whether sending it again
+    /// with the same `Idempotency-Key` is safe.
+    OutcomeUnknown {
+        timeout: bool,
+        retry_safe: bool,
+        detail: String,
+    },
+    /// Discord did the write (its status came) but the body of its answer
+    /// was lost: 502 with `"outcome": "succeeded"`.
+    Performed { retry_safe: bool },
+    /// The `Idempotency-Key` belongs to a request still running (409).
+    KeyInUse { retry_after: Duration },
+    /// The `Idempotency-Key` was used for a different request (422).
+    KeyReused,
+    /// A body of a content type the route does not take (415).
+    UnsupportedMediaType(&'static str),
 }
 
 impl ApiError {
@@ -99,6 +127,18 @@ impl ApiError {
             ApiError::BadGateway(_) => 502,
             ApiError::Unavailable(_) => 503,
             ApiError::GatewayTimeout => 504,
+            ApiError::DiscordRejected { status, rejection } => {
+                if *status == 413 || matches!(rejection.code, Some(TOO_LARGE | FILE_TOO_LARGE)) {
+                    413
+                } else {
+                    400
+                }
+            }
+            ApiError::OutcomeUnknown { timeout: true, .. } => 504,
+            ApiError::OutcomeUnknown { .. } | ApiError::Performed { .. } => 502,
+            ApiError::KeyInUse { .. } => 409,
+            ApiError::KeyReused => 422,
+            ApiError::UnsupportedMediaType(_) => 415,
         }
     }
 
@@ -106,6 +146,7 @@ impl ApiError {
     fn discord_code(&self) -> Option<u64> {
         match self {
             ApiError::Forbidden { code, .. } | ApiError::NotFound { code, .. } => *code,
+            ApiError::DiscordRejected { rejection, .. } => rejection.code,
             _ => None,
         }
     }
@@ -124,13 +165,29 @@ impl ApiError {
         {
             body.insert("cached".into(), true.into());
         }
+        match self {
+            ApiError::DiscordRejected { rejection, .. } => {
+                if let Some(errors) = &rejection.errors {
+                    body.insert("errors".into(), errors.clone());
+                }
+            }
+            ApiError::OutcomeUnknown { retry_safe, .. } => {
+                body.insert("outcome".into(), "unknown".into());
+                body.insert("retrySafe".into(), (*retry_safe).into());
+            }
+            ApiError::Performed { retry_safe } => {
+                body.insert("outcome".into(), "succeeded".into());
+                body.insert("retrySafe".into(), (*retry_safe).into());
+            }
+            _ => {}
+        }
         let mut response = Response::json(
             self.status(),
             serde_json::to_vec(&body).expect("a JSON map always serializes"),
         );
         match self {
             ApiError::MethodNotAllowed { allow } => response.header("Allow", *allow),
-            ApiError::RateLimited { retry_after, .. } => {
+            ApiError::RateLimited { retry_after, .. } | ApiError::KeyInUse { retry_after } => {
                 response.header("Retry-After", retry_after_header(*retry_after).to_string())
             }
             _ => {}
@@ -178,6 +235,40 @@ impl fmt::Display for ApiError {
             ApiError::GatewayTimeout => {
                 f.write_str("Discord did not answer within the upstream timeout")
             }
+            ApiError::DiscordRejected { rejection, .. } => {
+                write!(f, "Discord refused the request: {}", rejection.message)
+            }
+            ApiError::OutcomeUnknown {
+                timeout,
+                retry_safe,
+                detail,
+            } => {
+                if *timeout {
+                    f.write_str("Discord did not answer in time")?;
+                } else {
+                    write!(f, "Discord's answer was lost ({detail})")?;
+                }
+                f.write_str("; the write may or may not have been done")?;
+                if *retry_safe {
+                    f.write_str(": send it again with the same Idempotency-Key")
+                } else {
+                    f.write_str(
+                        ": check Discord's state before doing it again, with a new Idempotency-Key",
+                    )
+                }
+            }
+            ApiError::Performed { .. } => f.write_str(
+                "Discord did the write, but its answer was lost on the way; look the result up \
+                 in Discord",
+            ),
+            ApiError::KeyInUse { .. } => f.write_str(
+                "a request with this Idempotency-Key is still running; retry after the given time",
+            ),
+            ApiError::KeyReused => f.write_str(
+                "this Idempotency-Key was used for a different request (method, route, IDs or \
+                 body); use a new key",
+            ),
+            ApiError::UnsupportedMediaType(message) => f.write_str(message),
         }
     }
 }
@@ -252,6 +343,16 @@ impl From<discord::Error> for ApiError {
             discord::Error::Timeout => ApiError::GatewayTimeout,
             // The shared limits live in the same Redis as the sessions.
             discord::Error::ClusterUnreachable(reason) => StoreError::Unavailable(reason).into(),
+            discord::Error::Rejected { status, body } => ApiError::DiscordRejected {
+                status,
+                rejection: body,
+            },
+            discord::Error::OutcomeUnknown { timeout, detail } => ApiError::OutcomeUnknown {
+                timeout,
+                retry_safe: false,
+                detail,
+            },
+            discord::Error::Performed { .. } => ApiError::Performed { retry_safe: false },
         }
     }
 }
@@ -288,6 +389,25 @@ mod tests {
             ApiError::BadGateway("x".into()),
             ApiError::Unavailable("x".into()),
             ApiError::GatewayTimeout,
+            ApiError::DiscordRejected {
+                status: 400,
+                rejection: discord::error::Rejection {
+                    message: "x".into(),
+                    code: Some(50035),
+                    errors: None,
+                },
+            },
+            ApiError::OutcomeUnknown {
+                timeout: true,
+                retry_safe: true,
+                detail: "x".into(),
+            },
+            ApiError::Performed { retry_safe: false },
+            ApiError::KeyInUse {
+                retry_after: Duration::from_secs(1),
+            },
+            ApiError::KeyReused,
+            ApiError::UnsupportedMediaType("x"),
         ];
         for err in all {
             let response = err.to_response();

@@ -17,6 +17,7 @@ use crate::api::error::ApiError;
 use crate::api::query::Query;
 use crate::api::reads::{self, Call};
 use crate::api::routes::{Endpoint, OPENAPI, preflight_methods, resolve, route_label};
+use crate::api::writes::{WriteSettings, Writer};
 use crate::discord::Discord;
 use crate::discord::bots::{Bot, BotRegistry};
 use crate::discord::guard::{InvalidRequests, LoginThrottle};
@@ -46,6 +47,7 @@ pub struct Api {
     /// Incoming request limits per client IP and per session.
     pub clients: ClientLimiter,
     pub proxies: TrustedProxies,
+    pub writes: WriteSettings,
 }
 
 /// What a handler learned that the log line needs.
@@ -134,11 +136,7 @@ impl Handler for Api {
         };
         let key = self.clients.session_key(session.as_str());
         self.within_client_limit(request, &self.clients, key, "session", now)?;
-        let calls_discord = matches!(
-            endpoint,
-            Ok(Endpoint::Guilds | Endpoint::Members | Endpoint::Channels | Endpoint::Messages)
-        );
-        if !calls_discord {
+        if !endpoint.is_ok_and(Endpoint::calls_discord) {
             return Ok(Some(Box::new(Admitted::Session {
                 session,
                 bot,
@@ -241,8 +239,22 @@ impl Api {
             bot: &bot,
             deadline: context.started + self.max_wait,
         };
+        let writer = Writer {
+            call: &call,
+            request,
+            settings: &self.writes,
+            query: &query,
+        };
         let result = match endpoint {
             Endpoint::Logout => self.logout(&session),
+            Endpoint::SendMessage => writer.send_message(),
+            Endpoint::EditMessage => writer.edit_message(),
+            Endpoint::DeleteMessage => writer.delete_message(),
+            Endpoint::BulkDelete => writer.bulk_delete(),
+            Endpoint::AddReaction => writer.reaction(true),
+            Endpoint::RemoveReaction => writer.reaction(false),
+            Endpoint::SendDm => writer.send_dm(),
+            Endpoint::Typing => writer.typing(),
             Endpoint::Guilds => reads::guilds(&call),
             Endpoint::Members => reads::members(&call, &query),
             Endpoint::Channels => reads::channels(&call, &query),
@@ -251,7 +263,7 @@ impl Api {
                 unreachable!("answered above")
             }
         };
-        if result == Err(ApiError::TokenRejected) {
+        if result == Err(ApiError::TokenRejected) || bot.is_rejected() {
             self.end_bot(&bot);
         }
         result

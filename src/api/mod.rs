@@ -1,6 +1,6 @@
 //! api: the service's HTTP API of `API.md`: the route table (`routes`), the
 //! handler the front calls (`handler`), the endpoints by resource (`auth`,
-//! `reads`), query parsing (`query`), the one error type (`error`) and the
+//! `reads`, `writes`), the `Idempotency-Key` rules (`idempotency`), query parsing (`query`), the one error type (`error`) and the
 //! OpenAPI document (`openapi.json`).
 //!
 //! Owns: every path, every status code and every JSON body the service
@@ -17,9 +17,11 @@
 pub mod auth;
 pub mod error;
 pub mod handler;
+pub mod idempotency;
 pub mod query;
 pub mod reads;
 pub mod routes;
+pub mod writes;
 
 pub use error::ApiError;
 pub use handler::Api;

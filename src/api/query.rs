@@ -52,6 +52,11 @@ impl<'a> Query<'a> {
             .filter(|v| !v.is_empty())
     }
 
+    /// A text parameter, decoded once; empty counts as absent.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.get(name)
+    }
+
     pub fn snowflake(&self, name: &str) -> Result<Option<Snowflake>, ApiError> {
         match self.get(name) {
             None => Ok(None),

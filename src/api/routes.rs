@@ -16,22 +16,116 @@ pub(super) enum Endpoint {
     Members,
     Channels,
     Messages,
+    SendMessage,
+    EditMessage,
+    DeleteMessage,
+    BulkDelete,
+    AddReaction,
+    RemoveReaction,
+    SendDm,
+    Typing,
     Healthz,
     OpenApi,
     Metrics,
 }
 
-/// The route table: path, the method it serves, and what it is.
-const ROUTES: &[(&str, &str, Endpoint)] = &[
-    ("/api/auth/login", "POST", Endpoint::Login),
-    ("/api/auth/logout", "POST", Endpoint::Logout),
-    ("/api/guilds", "GET", Endpoint::Guilds),
-    ("/api/members", "GET", Endpoint::Members),
-    ("/api/channels", "GET", Endpoint::Channels),
-    ("/api/messages", "GET", Endpoint::Messages),
-    ("/api/openapi.json", "GET", Endpoint::OpenApi),
-    ("/healthz", "GET", Endpoint::Healthz),
-    ("/metrics", "GET", Endpoint::Metrics),
+impl Endpoint {
+    /// Whether answering it calls Discord for the session's bot (and so
+    /// takes a place in the bot's in-flight gate first).
+    pub(super) fn calls_discord(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::Login
+                | Endpoint::Logout
+                | Endpoint::Healthz
+                | Endpoint::OpenApi
+                | Endpoint::Metrics
+        )
+    }
+}
+
+/// A path, its `Allow` header, and the method each endpoint on it serves.
+struct Path {
+    path: &'static str,
+    allow: &'static str,
+    endpoints: &'static [(&'static str, Endpoint)],
+}
+
+/// The route table.
+const ROUTES: &[Path] = &[
+    Path {
+        path: "/api/auth/login",
+        allow: "POST, OPTIONS",
+        endpoints: &[("POST", Endpoint::Login)],
+    },
+    Path {
+        path: "/api/auth/logout",
+        allow: "POST, OPTIONS",
+        endpoints: &[("POST", Endpoint::Logout)],
+    },
+    Path {
+        path: "/api/guilds",
+        allow: "GET, OPTIONS",
+        endpoints: &[("GET", Endpoint::Guilds)],
+    },
+    Path {
+        path: "/api/members",
+        allow: "GET, OPTIONS",
+        endpoints: &[("GET", Endpoint::Members)],
+    },
+    Path {
+        path: "/api/channels",
+        allow: "GET, OPTIONS",
+        endpoints: &[("GET", Endpoint::Channels)],
+    },
+    Path {
+        path: "/api/messages",
+        allow: "GET, POST, PATCH, DELETE, OPTIONS",
+        endpoints: &[
+            ("GET", Endpoint::Messages),
+            ("POST", Endpoint::SendMessage),
+            ("PATCH", Endpoint::EditMessage),
+            ("DELETE", Endpoint::DeleteMessage),
+        ],
+    },
+    Path {
+        path: "/api/messages/bulk-delete",
+        allow: "POST, OPTIONS",
+        endpoints: &[("POST", Endpoint::BulkDelete)],
+    },
+    Path {
+        path: "/api/reactions",
+        allow: "PUT, DELETE, OPTIONS",
+        endpoints: &[
+            ("PUT", Endpoint::AddReaction),
+            ("DELETE", Endpoint::RemoveReaction),
+        ],
+    },
+    Path {
+        path: "/api/dm",
+        allow: "POST, OPTIONS",
+        endpoints: &[("POST", Endpoint::SendDm)],
+    },
+    Path {
+        path: "/api/typing",
+        allow: "POST, OPTIONS",
+        endpoints: &[("POST", Endpoint::Typing)],
+    },
+    Path {
+        path: "/api/openapi.json",
+        allow: "GET, OPTIONS",
+        endpoints: &[("GET", Endpoint::OpenApi)],
+    },
+    Path {
+        path: "/healthz",
+        allow: "GET",
+        endpoints: &[("GET", Endpoint::Healthz)],
+    },
+    Path {
+        path: "/metrics",
+        allow: "GET",
+        endpoints: &[("GET", Endpoint::Metrics)],
+    },
 ];
 
 /// This service's own API as an OpenAPI 3.1 document, served as is.
@@ -41,53 +135,40 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 /// Every (method, path) the router serves, CORS preflights aside: what the
 /// OpenAPI document must describe, no more and no less.
 pub fn route_table() -> impl Iterator<Item = (&'static str, &'static str)> {
-    ROUTES.iter().map(|(path, method, _)| (*method, *path))
-}
-
-/// The `Allow` header for a known path: its method, plus the CORS preflight
-/// on `/api/` paths.
-fn allow_header(method: &str, path: &str) -> &'static str {
-    match (method, path.starts_with("/api/")) {
-        ("POST", true) => "POST, OPTIONS",
-        ("GET", true) => "GET, OPTIONS",
-        _ => "GET",
-    }
+    ROUTES
+        .iter()
+        .flat_map(|p| p.endpoints.iter().map(|(method, _)| (*method, p.path)))
 }
 
 /// Every method an `/api/` path serves, for the preflight of a path that is
 /// not a route (the unit test below holds it to the table).
-const ANY_API_METHODS: &str = "GET, POST, OPTIONS";
+const ANY_API_METHODS: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
+
+fn find(path: &str) -> Option<&'static Path> {
+    ROUTES.iter().find(|p| p.path == path)
+}
 
 /// `Access-Control-Allow-Methods` of a preflight on `path`: the path's own
 /// methods, from the table (API.md, "CORS").
 pub(super) fn preflight_methods(path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|(p, _, _)| *p == path)
-        .map_or(ANY_API_METHODS, |(_, served, _)| allow_header(served, path))
+    find(path).map_or(ANY_API_METHODS, |p| p.allow)
 }
 
 /// The metrics label of a path: its route, or one label for every path that
 /// is not a route, so clients cannot create series.
 pub(super) fn route_label(path: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .find(|(p, _, _)| *p == path)
-        .map_or("unmatched", |(p, _, _)| p)
+    find(path).map_or("unmatched", |p| p.path)
 }
 
 pub(super) fn resolve(method: &str, path: &str) -> Result<Endpoint, ApiError> {
-    let (_, served, endpoint) = ROUTES
-        .iter()
-        .find(|(p, _, _)| *p == path)
+    let route = find(path)
         .ok_or_else(|| ApiError::not_found(format!("no such route: {}", printable(path))))?;
-    if method == *served {
-        Ok(*endpoint)
-    } else {
-        Err(ApiError::MethodNotAllowed {
-            allow: allow_header(served, path),
-        })
-    }
+    route
+        .endpoints
+        .iter()
+        .find(|(served, _)| *served == method)
+        .map(|(_, endpoint)| *endpoint)
+        .ok_or(ApiError::MethodNotAllowed { allow: route.allow })
 }
 
 #[cfg(test)]
@@ -98,10 +179,9 @@ mod tests {
     fn a_preflight_names_the_paths_own_methods() {
         assert_eq!(preflight_methods("/api/auth/login"), "POST, OPTIONS");
         assert_eq!(preflight_methods("/api/guilds"), "GET, OPTIONS");
-        let mut all: Vec<&str> = ROUTES
-            .iter()
-            .filter(|(path, _, _)| path.starts_with("/api/"))
-            .map(|(_, method, _)| *method)
+        let mut all: Vec<&str> = route_table()
+            .filter(|(_, path)| path.starts_with("/api/"))
+            .map(|(method, _)| method)
             .chain(["OPTIONS"])
             .collect();
         all.sort();
@@ -124,11 +204,29 @@ mod tests {
             })
         );
         assert_eq!(
+            resolve("PUT", "/api/messages"),
+            Err(ApiError::MethodNotAllowed {
+                allow: "GET, POST, PATCH, DELETE, OPTIONS"
+            })
+        );
+        assert_eq!(
             resolve("DELETE", "/api/guilds"),
             Err(ApiError::MethodNotAllowed {
                 allow: "GET, OPTIONS"
             })
         );
         assert_eq!(resolve("GET", "/api/guilds"), Ok(Endpoint::Guilds));
+        assert_eq!(resolve("PATCH", "/api/messages"), Ok(Endpoint::EditMessage));
+    }
+
+    #[test]
+    fn each_paths_allow_header_lists_exactly_its_methods() {
+        for route in ROUTES {
+            let mut methods: Vec<&str> = route.endpoints.iter().map(|(m, _)| *m).collect();
+            if route.path.starts_with("/api/") {
+                methods.push("OPTIONS");
+            }
+            assert_eq!(route.allow, methods.join(", "), "{}", route.path);
+        }
     }
 }

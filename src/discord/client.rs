@@ -26,6 +26,7 @@ use crate::discord::ratelimit::{Clock, Observed, RouteKey, Slot};
 use crate::discord::refusals::{Refused, Verdict};
 use crate::discord::route::Route;
 use crate::discord::transport;
+use crate::discord::write::{Outgoing, Reply, Resend};
 use crate::observe::metrics;
 
 /// Discord requires `DiscordBot ($url, $versionNumber)`; other agents "may be
@@ -98,6 +99,14 @@ impl Discord {
             .http_status_as_error(false)
             .timeout_global(Some(upstream_timeout))
             .timeout_connect(Some(CONNECT_TIMEOUT.min(upstream_timeout)))
+            // The phase of a timeout says whether Discord may have acted
+            // (`write`): each phase gets a little less than the whole
+            // budget, so the phase, not the global timeout, is what expires
+            // when one step hangs; the global still bounds them together.
+            .timeout_send_request(Some(phase_timeout(upstream_timeout)))
+            .timeout_send_body(Some(phase_timeout(upstream_timeout)))
+            .timeout_recv_response(Some(phase_timeout(upstream_timeout)))
+            .timeout_recv_body(Some(phase_timeout(upstream_timeout)))
             .max_idle_connections(pool)
             .max_idle_connections_per_host(pool)
             .max_idle_age(MAX_IDLE_AGE)
@@ -160,16 +169,28 @@ impl Discord {
         }
     }
 
-    /// GETs a route for a bot: answers a refusal Discord gave lately
+    /// GETs a route for a bot (`call` with a read), returning Discord's
+    /// JSON body.
+    pub fn get(&self, bot: &Bot, route: Route, deadline: Instant) -> Result<Vec<u8>, Error> {
+        let outgoing = Outgoing::read(route.path(), route.key());
+        self.call(bot, &outgoing, deadline).map(|reply| reply.body)
+    }
+
+    /// Sends one request for a bot: answers a refusal Discord gave lately
     /// itself (`refusals`), waits for the bot's rate limits and for a host
     /// block to end (never past `deadline`, the client request's wait
-    /// budget), retries once on a 5xx or dropped connection, retries a 429
-    /// when Discord's wait ends before the deadline. Returns Discord's JSON
-    /// body.
-    pub fn get(&self, bot: &Bot, route: Route, deadline: Instant) -> Result<Vec<u8>, Error> {
-        let key = route.key();
-        let url = format!("{}{}", self.base, route.path());
-        let mut retried_failure = false;
+    /// budget), retries a 429 when Discord's wait ends before the deadline,
+    /// and re-sends at most once after a failure, as `outgoing.resend`
+    /// allows (API.md, "Never twice").
+    pub fn call(
+        &self,
+        bot: &Bot,
+        outgoing: &Outgoing<'_>,
+        deadline: Instant,
+    ) -> Result<Reply, Error> {
+        let key = outgoing.key;
+        let url = format!("{}{}", self.base, outgoing.path);
+        let mut resent = false;
         let mut rate_limited = 0;
         loop {
             if bot.is_rejected() {
@@ -208,15 +229,8 @@ impl Discord {
             metrics::global()
                 .ratelimit_wait
                 .observe((self.clock.now() - asked).as_secs_f64());
-            match self.send(bot, &url, slot, ticket) {
+            let failure = match self.send(bot, &url, outgoing, slot, ticket) {
                 Outcome::Done(result) => return result,
-                Outcome::Retryable(error) => {
-                    if retried_failure {
-                        return Err(error);
-                    }
-                    retried_failure = true;
-                    log::debug!("retrying {} once after: {error}", key.template);
-                }
                 Outcome::RateLimited { retry_after, host } => {
                     rate_limited += 1;
                     let fits = self.clock.now() + retry_after <= deadline;
@@ -229,8 +243,15 @@ impl Discord {
                             retry_after,
                         });
                     }
+                    continue;
                 }
+                Outcome::Failed(failure) => failure,
+            };
+            if resent || !outgoing.resend.allows(&failure) {
+                return Err(failure.into_error(outgoing.resend));
             }
+            resent = true;
+            log::debug!("re-sending {} once after: {}", key.template, failure.error);
         }
     }
 
@@ -253,24 +274,32 @@ impl Discord {
         Err(error)
     }
 
-    fn send(&self, bot: &Bot, url: &str, slot: Slot<'_>, ticket: Option<Ticket>) -> Outcome {
+    fn send(
+        &self,
+        bot: &Bot,
+        url: &str,
+        outgoing: &Outgoing<'_>,
+        slot: Slot<'_>,
+        ticket: Option<Ticket>,
+    ) -> Outcome {
         let record = |answer: Answer<'_>| {
             if let (Some(cluster), Some(ticket)) = (&self.cluster, &ticket) {
                 cluster.record(ticket, answer);
             }
         };
-        let sent = self
-            .agent
-            .get(url)
-            .header("Authorization", bot.token().authorization())
-            .call();
+        let head = outgoing.head(url, bot.token().authorization());
+        let sent = match outgoing.body_bytes() {
+            None => head.body(()).map(|r| self.agent.run(r)),
+            Some(bytes) => head.body(bytes).map(|r| self.agent.run(r)),
+        }
+        .unwrap_or_else(|e| Err(ureq::Error::from(e)));
         let mut response = match sent {
             Ok(response) => response,
             Err(err) => {
                 metrics::global().observe_discord(slot_route(&slot), None);
                 bot.limiter.abandon(slot, self.clock.now());
                 record(Answer::Lost);
-                return transport_failure(&err, "Discord is unreachable");
+                return Outcome::Failed(transport_failure(&err, "Discord is unreachable"));
             }
         };
         let status = response.status().as_u16();
@@ -278,6 +307,11 @@ impl Discord {
         let seen = Observed::from_headers(|name| {
             response.headers().get(name).and_then(|v| v.to_str().ok())
         });
+        let headers = if outgoing.keep_headers {
+            rate_limit_headers(response.headers())
+        } else {
+            Vec::new()
+        };
         let body = read_body(response.body_mut());
         let now = self.clock.now();
         if InvalidRequests::counts(status, seen.scope.as_deref()) {
@@ -337,17 +371,34 @@ impl Discord {
         });
         let body = match body {
             Ok(body) => body,
-            Err(err) => return transport_failure(&err, "Discord's answer was cut off"),
-        };
-        let is_json = looks_like_json(&body);
-        match status {
-            200..=299 if is_json => {
-                bot.refusals.answered(key);
-                Outcome::Done(Ok(body))
+            // The status line came: Discord acted on the request.
+            Err(err) if (200..300).contains(&status) => {
+                return Outcome::Failed(Failure::answered(status, describe(&err)));
             }
-            200..=299 => Outcome::Retryable(Error::BadAnswer(
-                "Discord answered with a body that is not JSON".into(),
-            )),
+            Err(err) => {
+                return Outcome::Failed(Failure::lost(
+                    format!("Discord's answer was cut off ({})", describe(&err)),
+                    false,
+                ));
+            }
+        };
+        let reply = |body| Reply {
+            status,
+            body,
+            headers,
+        };
+        match status {
+            204 => {
+                bot.refusals.answered(key);
+                Outcome::Done(Ok(reply(Vec::new())))
+            }
+            200..=299 if looks_like_json(&body) => {
+                bot.refusals.answered(key);
+                Outcome::Done(Ok(reply(body)))
+            }
+            200..=299 => {
+                Outcome::Failed(Failure::answered(status, "a body that is not JSON".into()))
+            }
             401 => {
                 bot.mark_rejected();
                 Outcome::Done(Err(Error::TokenRejected))
@@ -371,11 +422,19 @@ impl Discord {
                 if status == 403 || matches!(e.code, Some(UNKNOWN_CHANNEL | UNKNOWN_GUILD)) {
                     bot.refusals.refused(key, refused.clone(), now);
                 }
+                if outgoing.keep_headers {
+                    return Outcome::Done(Ok(reply(body)));
+                }
                 Outcome::Done(Err(refused_error(refused, false)))
             }
-            500..=599 => Outcome::Retryable(Error::BadAnswer(format!(
-                "Discord answered {status}; try again shortly"
-            ))),
+            500..=599 => {
+                Outcome::Failed(Failure::lost(format!("Discord answered {status}"), false))
+            }
+            _ if outgoing.keep_headers => Outcome::Done(Ok(reply(body))),
+            400..=499 => Outcome::Done(Err(Error::Rejected {
+                status,
+                body: discord_error_body(&body),
+            })),
             _ => {
                 let e = discord_error(&body);
                 Outcome::Done(Err(Error::BadAnswer(format!(
@@ -473,12 +532,47 @@ fn looks_like_json(body: &[u8]) -> bool {
     )
 }
 
-/// A timeout is a 504 at once; anything else may be retried once.
-fn transport_failure(err: &ureq::Error, what: &str) -> Outcome {
+/// How far a request got before the transport failed: nothing was sent
+/// (no connection, or the request not yet whole: Discord cannot act on a
+/// request it has not fully received), or it was sent and the answer is
+/// lost (WRITES-NOTES §3.6).
+fn transport_failure(err: &ureq::Error, what: &str) -> Failure {
+    use ureq::Timeout as T;
+    let detail = format!("{what} ({})", describe(err));
     match err {
-        ureq::Error::Timeout(_) => Outcome::Done(Err(Error::Timeout)),
-        other => Outcome::Retryable(Error::BadAnswer(format!("{what} ({})", describe(other)))),
+        ureq::Error::Timeout(T::Resolve | T::Connect | T::SendRequest | T::SendBody)
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::HostNotFound => Failure::not_sent(detail),
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Failure::not_sent(detail)
+        }
+        ureq::Error::Timeout(_) => Failure::lost(detail, true),
+        _ => Failure::lost(detail, false),
     }
+}
+
+/// The per-phase timeouts: a little under the whole budget, so a hang is
+/// reported with its phase (`Discord::new`).
+fn phase_timeout(upstream: Duration) -> Duration {
+    const MARGIN: Duration = Duration::from_millis(25);
+    if upstream > MARGIN * 2 {
+        upstream - MARGIN
+    } else {
+        upstream / 2
+    }
+}
+
+/// Discord's `X-RateLimit-*` and `Retry-After` answer headers, for the
+/// passthrough to hand on.
+fn rate_limit_headers(headers: &ureq::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            name.starts_with("x-ratelimit-") || name == "retry-after"
+        })
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect()
 }
 
 fn slot_route(slot: &Slot) -> &'static str {
@@ -532,15 +626,72 @@ impl ureq::unversioned::resolver::Resolver for CachingResolver {
 }
 
 enum Outcome {
-    Done(Result<Vec<u8>, Error>),
-    /// May be retried once: a 5xx, a dropped connection, a broken body.
-    Retryable(Error),
+    Done(Result<Reply, Error>),
+    /// Sent or not, there is no answer to give: `call` decides whether to
+    /// send again.
+    Failed(Failure),
     /// A 429: Discord's for the bot or a route, or (`host`) its edge's for
     /// the whole host.
     RateLimited {
         retry_after: Duration,
         host: bool,
     },
+}
+
+/// A request that got no usable answer, and how far it got.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) stage: Stage,
+    pub(crate) error: String,
+}
+
+/// How far a failed request got: what decides whether it may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Discord never had the whole request: sending again cannot duplicate.
+    NotSent,
+    /// Sent, and the answer lost (a timeout while waiting when `timeout`, a
+    /// dropped connection, a 5xx): Discord may or may not have acted.
+    Lost { timeout: bool },
+    /// Discord answered this 2xx status, then the body was lost: it acted.
+    Answered(u16),
+}
+
+impl Failure {
+    fn not_sent(error: String) -> Failure {
+        Failure {
+            stage: Stage::NotSent,
+            error,
+        }
+    }
+
+    fn lost(error: String, timeout: bool) -> Failure {
+        Failure {
+            stage: Stage::Lost { timeout },
+            error,
+        }
+    }
+
+    fn answered(status: u16, what: String) -> Failure {
+        Failure {
+            stage: Stage::Answered(status),
+            error: format!("Discord answered {status} but its body was lost: {what}"),
+        }
+    }
+
+    /// The error a client gets once no more re-sends are allowed.
+    fn into_error(self, resend: Resend) -> Error {
+        match (resend, self.stage) {
+            (Resend::Read, Stage::Lost { timeout: true }) => Error::Timeout,
+            (Resend::Read, _) => Error::BadAnswer(format!("{}; try again shortly", self.error)),
+            (_, Stage::Answered(status)) => Error::Performed { status },
+            (_, Stage::Lost { timeout }) => Error::OutcomeUnknown {
+                timeout,
+                detail: self.error,
+            },
+            (_, Stage::NotSent) => Error::BadAnswer(format!("{}; try again shortly", self.error)),
+        }
+    }
 }
 
 /// The fields of Discord's error bodies we use.
@@ -563,6 +714,26 @@ impl DiscordError {
 
 fn discord_error(body: &[u8]) -> DiscordError {
     serde_json::from_slice(body).unwrap_or_default()
+}
+
+/// Discord's refusal (a 400 and kin) as the client gets it: its `message`,
+/// `code` and `errors` tree, and nothing else it might carry.
+fn discord_error_body(body: &[u8]) -> crate::discord::error::Rejection {
+    #[derive(serde::Deserialize, Default)]
+    struct Full {
+        message: Option<String>,
+        code: Option<u64>,
+        errors: Option<serde_json::Value>,
+    }
+    let full: Full = serde_json::from_slice(body).unwrap_or_default();
+    crate::discord::error::Rejection {
+        message: full
+            .message
+            .map(|m| m.chars().take(200).collect())
+            .unwrap_or_else(|| "no message".into()),
+        code: full.code,
+        errors: full.errors,
+    }
 }
 
 /// Discord's wait: the body's `retry_after` (exact float seconds), else the

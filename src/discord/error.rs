@@ -10,7 +10,7 @@ const HELD_BACK: &str = "this host is close to Discord's limit of 10,000 invalid
 const HOST_BLOCKED: &str = "Discord's edge (Cloudflare) is refusing this host's requests for \
      every bot; retry after the given time";
 
-/// Why `Discord::get` returned no body. Every text is one a client may read:
+/// Why `Discord::call` returned no answer. Every text is one a client may read:
 /// none carries the token, a URL or a session.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Error {
@@ -51,6 +51,24 @@ pub enum Error {
     /// The limits shared with other instances could not be checked, so the
     /// request was not sent.
     ClusterUnreachable(String),
+    /// Discord refused a write as malformed (a 400 and kin), with its
+    /// reasons: the client's to fix.
+    Rejected { status: u16, body: Rejection },
+    /// A write was sent and its answer lost (`timeout`: none came in time),
+    /// and it may not be sent again: Discord may or may not have acted.
+    OutcomeUnknown { timeout: bool, detail: String },
+    /// Discord answered a write with this 2xx status, then its body was
+    /// lost: the write was done.
+    Performed { status: u16 },
+}
+
+/// What Discord said when it refused a request: its message (bounded), JSON
+/// error code and `errors` tree (Discord's field-by-field reasons).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub message: String,
+    pub code: Option<u64>,
+    pub errors: Option<serde_json::Value>,
 }
 
 impl fmt::Display for Error {
@@ -66,6 +84,13 @@ impl fmt::Display for Error {
             Error::HostBlocked { .. } => f.write_str(HOST_BLOCKED),
             Error::ClusterUnreachable(reason) => {
                 write!(f, "the shared rate limits are unavailable ({reason})")
+            }
+            Error::Rejected { body, .. } => {
+                write!(f, "Discord refused the request: {}", body.message)
+            }
+            Error::OutcomeUnknown { detail, .. } => f.write_str(detail),
+            Error::Performed { status } => {
+                write!(f, "Discord answered {status}, then its answer was lost")
             }
         }
     }

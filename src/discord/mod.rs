@@ -17,7 +17,10 @@
 //!   integers only, so client text never reaches a URL;
 //! - a token leaves `bots` only as the `Authorization` header `client`
 //!   sends, and as the bytes `store` seals (never in clear at rest);
-//! - only GETs are sent, so a retry never duplicates a side effect.
+//! - a request is sent again only as its `write::Resend` allows: a write
+//!   whose answer was lost is re-sent only when sending twice cannot do
+//!   twice (PUT, DELETE, a message with a nonce); otherwise the outcome is
+//!   reported unknown, never guessed.
 
 pub mod bots;
 pub mod catalog;
@@ -32,8 +35,10 @@ pub mod route;
 pub mod singleflight;
 pub mod snowflake;
 pub mod transport;
+pub mod write;
 
 pub use client::{Discord, USER_AGENT};
 pub use error::Error;
 pub use route::{Cursor, GUILDS_PAGE, MEMBERS_PAGE, MESSAGES_PAGE, Route};
 pub use snowflake::Snowflake;
+pub use write::{Body, Outgoing, Reply, Resend};

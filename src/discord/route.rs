@@ -1,9 +1,17 @@
-//! route: every Discord call this service makes, as a value. Only `Route`
-//! knows Discord's paths, and it is built from `Snowflake`s and integers
-//! only, so client text never reaches a URL.
+//! route: every Discord call this service makes, as a value: the reads
+//! (`Route`) and the writes of API.md's "Writing" (`WriteRoute`). Only these
+//! know Discord's paths, and they are built from `Snowflake`s, integers and
+//! an emoji already encoded by `emoji`, so client text never reaches a URL.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::discord::ratelimit::RouteKey;
 use crate::discord::snowflake::Snowflake;
+use crate::discord::write::Resend;
+
+/// Discord's epoch, in Unix milliseconds: a snowflake's top 42 bits count
+/// from it (`reference.mdx`, "Snowflakes").
+const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
 
 /// Discord's page sizes.
 pub const GUILDS_PAGE: u16 = 200;
@@ -94,6 +102,143 @@ impl Route {
     }
 }
 
+/// Every write this service makes on a route of API.md's "Writing".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteRoute<'a> {
+    CreateMessage {
+        channel: Snowflake,
+    },
+    EditMessage {
+        channel: Snowflake,
+        message: Snowflake,
+    },
+    DeleteMessage {
+        channel: Snowflake,
+        message: Snowflake,
+    },
+    BulkDelete {
+        channel: Snowflake,
+    },
+    /// Add (`add`) or remove a reaction: the bot's own (`user: None`) or a
+    /// user's. `emoji` is the path segment `emoji::Emoji::encoded` made.
+    Reaction {
+        channel: Snowflake,
+        message: Snowflake,
+        emoji: &'a str,
+        user: Option<Snowflake>,
+        add: bool,
+    },
+    /// Open (or get) the DM channel with a user.
+    OpenDm,
+    Typing {
+        channel: Snowflake,
+    },
+}
+
+impl WriteRoute<'_> {
+    pub fn method(&self) -> &'static str {
+        match self {
+            WriteRoute::CreateMessage { .. }
+            | WriteRoute::BulkDelete { .. }
+            | WriteRoute::OpenDm
+            | WriteRoute::Typing { .. } => "POST",
+            WriteRoute::EditMessage { .. } => "PATCH",
+            WriteRoute::DeleteMessage { .. } => "DELETE",
+            WriteRoute::Reaction { add: true, .. } => "PUT",
+            WriteRoute::Reaction { add: false, .. } => "DELETE",
+        }
+    }
+
+    /// The path below the API base, from validated parts only.
+    pub fn path(&self) -> String {
+        match *self {
+            WriteRoute::CreateMessage { channel } => format!("/channels/{channel}/messages"),
+            WriteRoute::EditMessage { channel, message }
+            | WriteRoute::DeleteMessage { channel, message } => {
+                format!("/channels/{channel}/messages/{message}")
+            }
+            WriteRoute::BulkDelete { channel } => {
+                format!("/channels/{channel}/messages/bulk-delete")
+            }
+            WriteRoute::Reaction {
+                channel,
+                message,
+                emoji,
+                user,
+                ..
+            } => match user {
+                None => format!("/channels/{channel}/messages/{message}/reactions/{emoji}/@me"),
+                Some(user) => {
+                    format!("/channels/{channel}/messages/{message}/reactions/{emoji}/{user}")
+                }
+            },
+            WriteRoute::OpenDm => "/users/@me/channels".into(),
+            WriteRoute::Typing { channel } => format!("/channels/{channel}/typing"),
+        }
+    }
+
+    /// The rate-limit identity. Two are Discord's own quirks (WRITES-NOTES
+    /// §2): adding and removing reactions share one bucket per channel,
+    /// and a message delete's bucket depends on the message's age.
+    pub fn key(&self) -> RouteKey {
+        let (template, top_level) = match *self {
+            WriteRoute::CreateMessage { channel } => {
+                ("POST /channels/:channel_id/messages", Some(channel))
+            }
+            WriteRoute::EditMessage { channel, .. } => {
+                ("PATCH /channels/:channel_id/messages/:id", Some(channel))
+            }
+            WriteRoute::DeleteMessage { channel, message } => {
+                let template = match age(message, SystemTime::now()) {
+                    age if age < Duration::from_secs(10) => {
+                        "DELETE /channels/:channel_id/messages/:id (under 10 s old)"
+                    }
+                    age if age < Duration::from_secs(14 * 24 * 60 * 60) => {
+                        "DELETE /channels/:channel_id/messages/:id (under 14 days old)"
+                    }
+                    _ => "DELETE /channels/:channel_id/messages/:id (older)",
+                };
+                (template, Some(channel))
+            }
+            WriteRoute::BulkDelete { channel } => (
+                "POST /channels/:channel_id/messages/bulk-delete",
+                Some(channel),
+            ),
+            WriteRoute::Reaction { channel, .. } => (
+                "PUT|DELETE /channels/:channel_id/messages/:id/reactions",
+                Some(channel),
+            ),
+            WriteRoute::OpenDm => ("POST /users/@me/channels", None),
+            WriteRoute::Typing { channel } => ("POST /channels/:channel_id/typing", Some(channel)),
+        };
+        RouteKey {
+            template,
+            top_level: top_level.map(Snowflake::get),
+        }
+    }
+
+    /// What may be sent again after a lost answer (API.md, "Never
+    /// twice"): PUTs and DELETEs, and a message send (it carries a nonce
+    /// with `enforce_nonce`).
+    pub fn resend(&self) -> Resend {
+        match self {
+            WriteRoute::CreateMessage { .. }
+            | WriteRoute::DeleteMessage { .. }
+            | WriteRoute::Reaction { .. } => Resend::Idempotent,
+            _ => Resend::NotSentOnly,
+        }
+    }
+}
+
+/// How old a snowflake is at `now` (zero for one from the future).
+pub fn age(id: Snowflake, now: SystemTime) -> Duration {
+    let created_ms = (id.get() >> 22) + DISCORD_EPOCH_MS;
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    Duration::from_millis(now_ms.saturating_sub(created_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +274,45 @@ mod tests {
             }
             .path(),
             "/users/@me/guilds?limit=200&after=3"
+        );
+    }
+
+    fn snowflake_at(unix_ms: u64) -> Snowflake {
+        id((unix_ms - DISCORD_EPOCH_MS) << 22)
+    }
+
+    #[test]
+    fn message_deletes_are_keyed_by_the_messages_age() {
+        let now = SystemTime::now();
+        let now_ms = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let key = |ms_ago: u64| {
+            WriteRoute::DeleteMessage {
+                channel: id(1),
+                message: snowflake_at(now_ms - ms_ago),
+            }
+            .key()
+            .template
+        };
+        let day = 24 * 60 * 60 * 1000;
+        assert!(key(1_000).contains("under 10 s"));
+        assert!(key(60_000).contains("under 14 days"));
+        assert!(key(15 * day).contains("older"));
+    }
+
+    #[test]
+    fn adding_and_removing_a_reaction_share_one_bucket_per_channel() {
+        let react = |add, message| WriteRoute::Reaction {
+            channel: id(1),
+            message: id(message),
+            emoji: "%F0%9F%91%8D",
+            user: None,
+            add,
+        };
+        assert_eq!(react(true, 5).key(), react(false, 6).key());
+        assert_eq!(react(true, 5).method(), "PUT");
+        assert_eq!(
+            react(false, 5).path(),
+            "/channels/1/messages/5/reactions/%F0%9F%91%8D/@me"
         );
     }
 

@@ -20,6 +20,7 @@
 //! - a full session ID is never logged, only `SessionId::prefix`.
 
 pub mod durable;
+pub mod idempotency;
 pub mod memory;
 pub mod redis;
 pub mod seal;

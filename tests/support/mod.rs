@@ -211,6 +211,25 @@ impl Fake {
         self.ids(&format!("channels/{channel}/message_ids"))
     }
 
+    /// The messages created through the API in a channel and not deleted,
+    /// oldest first, as the fake keeps them (with the `allowed_mentions`
+    /// and `enforce_nonce` it received).
+    pub fn created_messages(&self, channel: &str) -> Vec<Value> {
+        self.get_json(&format!("messages?channel_id={channel}"))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The requests the fake received with this method whose target
+    /// contains `path`.
+    pub fn requests_to(&self, method: &str, path: &str) -> Vec<Value> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r["method"] == method && r["target"].as_str().unwrap_or("").contains(path))
+            .collect()
+    }
+
     /// All member user ids of a guild, ascending.
     pub fn member_ids(&self, guild: &str) -> Vec<u64> {
         self.ids(&format!("guilds/{guild}/member_ids"))

@@ -9,9 +9,13 @@
 //! | `bots` | `bot` = HMAC(bot subkey, token) | the token sealed (ChaCha20-Poly1305, bound to `bot`), the bot's id and name |
 //! | `sessions` | `session` = HMAC(session subkey, session ID) | its `bot`, the ID's 6-character log prefix, creation and last use (Unix ms) |
 //!
+//! Version 2 (`MIGRATIONS[1]`) adds `idempotency`: keyed by the bot's
+//! Discord ID and SHA-256 of the `Idempotency-Key`, the record
+//! (`store::idempotency::Record::encode`: request digest, nonce, state,
+//! the answer) and its creation time, for expiry.
+//!
 //! What later features add, each in a migration of its own and keyed the
-//! same way (by `bot`, never by a token or a session ID): idempotency
-//! records (`bot`, key, request digest, state, the answer, expiry);
+//! same way (by `bot`, never by a token or a session ID):
 //! webhook subscriptions (`bot`, URL, the secret sealed like a token) and
 //! their deliveries (pending and past, with attempts); Gateway resume state
 //! (`bot`, shard, the Gateway session sealed, sequence, resume URL).
@@ -31,7 +35,8 @@ use crate::store::StoreError;
 use crate::store::memory::Digest;
 
 /// Each entry takes the schema from version `index` to `index + 1`.
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -50,7 +55,18 @@ CREATE TABLE sessions (
     last_used_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX sessions_by_bot ON sessions(bot);
-"];
+",
+    r"
+CREATE TABLE idempotency (
+    bot INTEGER NOT NULL,
+    key_hash BLOB NOT NULL,
+    created_ms INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (bot, key_hash)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_by_age ON idempotency(created_ms);
+",
+];
 
 /// How long a statement waits for the file's lock (only this process
 /// writes, but a backup tool may read).
@@ -245,6 +261,60 @@ impl Database {
         let restored = self.conn.pragma_update(None, "synchronous", "NORMAL");
         deleted?;
         restored.map_err(unwritable)
+    }
+
+    /// An idempotency record, if one is stored.
+    pub fn idempotency(
+        &self,
+        bot: u64,
+        key_hash: &[u8; 32],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT record FROM idempotency WHERE bot = ?1 AND key_hash = ?2")
+            .and_then(|mut select| {
+                select
+                    .query_row(params![bot as i64, &key_hash[..]], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(unwritable)
+    }
+
+    pub fn put_idempotency(
+        &mut self,
+        bot: u64,
+        key_hash: &[u8; 32],
+        created_ms: i64,
+        record: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO idempotency (bot, key_hash, created_ms, record) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (bot, key_hash) DO UPDATE SET created_ms = excluded.created_ms,
+                 record = excluded.record",
+            )
+            .and_then(|mut put| put.execute(params![bot as i64, &key_hash[..], created_ms, record]))
+            .map(drop)
+            .map_err(unwritable)
+    }
+
+    pub fn delete_idempotency(&mut self, bot: u64, key_hash: &[u8; 32]) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM idempotency WHERE bot = ?1 AND key_hash = ?2",
+                params![bot as i64, &key_hash[..]],
+            )
+            .map(drop)
+            .map_err(unwritable)
+    }
+
+    /// Deletes the records created before `before_ms`; returns how many.
+    pub fn expire_idempotency(&mut self, before_ms: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM idempotency WHERE created_ms < ?1",
+                params![before_ms],
+            )
+            .map_err(unwritable)
     }
 
     /// A bot whose token Discord rejected: it and its sessions go.

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::Mutex;
 
 use crate::discord::bots::{Bot, BotRegistry, Identity, Token};
+use crate::store::idempotency::{self, Claimed, Finished, IdempotencyStore, KeyScope, Record};
 use crate::store::memory::{Digest, Known, MemoryStore, unix_ms};
 use crate::store::seal::SessionKey;
 use crate::store::sessions::{SessionId, SessionStore, StoreError};
@@ -209,6 +210,11 @@ impl DurableStore {
         if used.is_empty() || self.write(|db| db.touch(&used)).is_ok() {
             *self.flushed.lock() = now;
         }
+        let retention = idempotency::RETENTION.as_millis() as i64;
+        let before = unix_ms(SystemTime::now()) - retention;
+        if let Err(e) = self.write(|db| db.expire_idempotency(before)) {
+            log::warn!("cannot delete expired idempotency records: {e:?}");
+        }
     }
 }
 
@@ -232,6 +238,62 @@ fn spawn_flusher(store: Weak<DurableStore>) {
         .spawn(flush)
     {
         log::error!("cannot start the last-use flusher: {err}; last uses go to disk at sweeps");
+    }
+}
+
+/// SHA-256 of an `Idempotency-Key`: the database holds no client text.
+fn key_hash(key: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// Idempotency records go to the database before the request they claim
+/// reaches Discord, so a crash after sending leaves a claim whose lease
+/// runs out: the retry is then resumed with the same nonce, not sent anew.
+impl IdempotencyStore for DurableStore {
+    fn claim(
+        &self,
+        scope: KeyScope<'_>,
+        fingerprint: &[u8; 32],
+        nonce: &str,
+        lease: Duration,
+    ) -> Result<Claimed, StoreError> {
+        let hash = key_hash(scope.key);
+        let now_ms = unix_ms(SystemTime::now());
+        self.write(|db| {
+            let existing = db
+                .idempotency(scope.bot, &hash)?
+                .and_then(|bytes| Record::decode(&bytes))
+                .filter(|record| !record.expired(now_ms));
+            let (record, claimed) =
+                idempotency::decide(existing.as_ref(), fingerprint, nonce, lease, now_ms);
+            if let Some(record) = record {
+                db.put_idempotency(scope.bot, &hash, record.created_ms, &record.encode())?;
+            }
+            Ok(claimed)
+        })
+    }
+
+    fn finish(&self, scope: KeyScope<'_>, finished: Finished) -> Result<(), StoreError> {
+        let hash = key_hash(scope.key);
+        let now_ms = unix_ms(SystemTime::now());
+        self.write(|db| {
+            let Some(record) = db
+                .idempotency(scope.bot, &hash)?
+                .and_then(|bytes| Record::decode(&bytes))
+            else {
+                return Ok(());
+            };
+            let record = record.finished(finished, now_ms);
+            db.put_idempotency(scope.bot, &hash, record.created_ms, &record.encode())
+        })
+    }
+
+    fn release(&self, scope: KeyScope<'_>) {
+        let hash = key_hash(scope.key);
+        if let Err(e) = self.write(|db| db.delete_idempotency(scope.bot, &hash)) {
+            log::warn!("cannot release an idempotency key: {e:?}");
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! store::redis: the state several instances share (`--redis-url`):
-//! sessions (`sessions`) and the cluster's Discord rate limits and
+//! sessions (`sessions`), `Idempotency-Key` records (`idempotency`) and the cluster's Discord rate limits and
 //! invalid-request count (`cluster`), over one pool of blocking connections.
 //!
 //! Architecture invariants: Redis never sees a token or a session ID in
@@ -8,9 +8,11 @@
 //! a failure is `StoreError::Unavailable` (503), never a hang or a panic.
 
 pub mod cluster;
+pub mod idempotency;
 pub mod sessions;
 
 pub use cluster::{RedisInvalidCount, RedisLimiter};
+pub use idempotency::RedisIdempotency;
 pub use sessions::RedisStore;
 
 use std::sync::atomic::{AtomicBool, Ordering};
