@@ -201,6 +201,8 @@ mod front {
             login_rate: ClientLimiter::per_minute(0),
             clients: ClientLimiter::new(0, 1),
             proxies: TrustedProxies::default(),
+            discord_routes: discord_bot_backend::api::passthrough::RouteGroups::parse("read")
+                .unwrap(),
             writes: discord_bot_backend::api::writes::WriteSettings::new(
                 Arc::new(discord_bot_backend::store::idempotency::MemoryIdempotency::default()),
                 discord_bot_backend::api::writes::DefaultMentions::Users,

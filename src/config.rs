@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
 
+use crate::api::passthrough::RouteGroups;
 use crate::api::writes::DefaultMentions;
 use crate::discord::guard::DEFAULT_INVALID_THRESHOLD;
 use crate::discord::ratelimit::DEFAULT_GLOBAL_PER_SECOND;
@@ -123,6 +124,12 @@ pub struct Config {
     #[arg(long, env = "DEFAULT_ALLOWED_MENTIONS", default_value = "users",
           value_parser = DefaultMentions::parse)]
     pub default_allowed_mentions: DefaultMentions,
+
+    /// Route groups the Discord passthrough (`/api/discord/v10/...`) serves:
+    /// any of `read`, `messaging`, `moderation`, `admin`, or `none`.
+    #[arg(long, env = "DISCORD_ROUTES", default_value = "read,messaging",
+          value_parser = RouteGroups::parse)]
+    pub discord_routes: RouteGroups,
 
     /// Client connections open at once; one more is answered 503 and closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096,

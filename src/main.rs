@@ -168,6 +168,7 @@ fn run(config: &Config) -> Result<(), String> {
         login_rate: ClientLimiter::per_minute(config.login_rate_limit),
         clients: ClientLimiter::new(config.client_rate_limit, config.client_burst),
         proxies: config.trusted_proxies.clone(),
+        discord_routes: config.discord_routes,
         writes: WriteSettings::new(
             idempotency,
             config.default_allowed_mentions,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::auth::login_token;
 use crate::api::error::ApiError;
+use crate::api::passthrough::{self, RouteGroups};
 use crate::api::query::Query;
 use crate::api::reads::{self, Call};
 use crate::api::routes::{Endpoint, OPENAPI, preflight_methods, resolve, route_label};
@@ -48,6 +49,8 @@ pub struct Api {
     pub clients: ClientLimiter,
     pub proxies: TrustedProxies,
     pub writes: WriteSettings,
+    /// `--discord-routes`: what the passthrough serves.
+    pub discord_routes: RouteGroups,
 }
 
 /// What a handler learned that the log line needs.
@@ -125,7 +128,7 @@ impl Handler for Api {
         }
         let Some(session) = request
             .header("authorization")
-            .and_then(|header| SessionId::parse(presented_session(header)))
+            .and_then(|header| SessionId::parse(presented_session(header, request.path())))
         else {
             return Ok(None);
         };
@@ -220,18 +223,12 @@ impl Api {
         if endpoint == Endpoint::Login {
             return self.login(request, context);
         }
-        let (session, bot) = match admitted {
-            Some(Admitted::Session {
-                session,
-                bot,
-                found,
-                ..
-            }) if found.elapsed() < ADMITTED_FRESH => {
-                self.check_bot(session.clone(), Arc::clone(bot))?
-            }
-            Some(Admitted::StoreDown(down)) => return Err(down.clone().into()),
-            _ => self.authenticate(request)?,
-        };
+        if endpoint == Endpoint::Passthrough {
+            return Ok(self
+                .passthrough(request, admitted, context)
+                .unwrap_or_else(|error| passthrough::discord_shaped(&error)));
+        }
+        let (session, bot) = self.session_of(request, admitted)?;
         context.session_prefix = Some(session.prefix().to_string());
         let query = Query::parse(request.query())?;
         let call = Call {
@@ -259,10 +256,65 @@ impl Api {
             Endpoint::Members => reads::members(&call, &query),
             Endpoint::Channels => reads::channels(&call, &query),
             Endpoint::Messages => reads::messages(&call, &query),
-            Endpoint::Login | Endpoint::Healthz | Endpoint::OpenApi | Endpoint::Metrics => {
+            Endpoint::Login
+            | Endpoint::Healthz
+            | Endpoint::OpenApi
+            | Endpoint::Metrics
+            | Endpoint::Passthrough => {
                 unreachable!("answered above")
             }
         };
+        if result == Err(ApiError::TokenRejected) || bot.is_rejected() {
+            self.end_bot(&bot);
+        }
+        result
+    }
+
+    /// The request's live session and its bot: the one `admit` found when
+    /// that was a moment ago, else looked up now.
+    fn session_of(
+        &self,
+        request: &Request,
+        admitted: Option<&Admitted>,
+    ) -> Result<(SessionId, Arc<Bot>), ApiError> {
+        match admitted {
+            Some(Admitted::Session {
+                session,
+                bot,
+                found,
+                ..
+            }) if found.elapsed() < ADMITTED_FRESH => {
+                self.check_bot(session.clone(), Arc::clone(bot))
+            }
+            Some(Admitted::StoreDown(down)) => Err(down.clone().into()),
+            _ => self.authenticate(request),
+        }
+    }
+
+    /// `/api/discord/v10/...`: routed (400, 404, 403) before the session
+    /// is checked, as every route is.
+    fn passthrough(
+        &self,
+        request: &Request,
+        admitted: Option<&Admitted>,
+        context: &mut Context,
+    ) -> Result<Response, ApiError> {
+        let found = passthrough::route(request.method(), request.path(), self.discord_routes)?;
+        let (session, bot) = self.session_of(request, admitted)?;
+        context.session_prefix = Some(session.prefix().to_string());
+        let query = Query::default();
+        let call = Call {
+            discord: &self.discord,
+            bot: &bot,
+            deadline: context.started + self.max_wait,
+        };
+        let writer = Writer {
+            call: &call,
+            request,
+            settings: &self.writes,
+            query: &query,
+        };
+        let result = writer.passthrough(&found);
         if result == Err(ApiError::TokenRejected) || bot.is_rejected() {
             self.end_bot(&bot);
         }
@@ -275,7 +327,13 @@ impl Api {
         if error == ApiError::Internal {
             log::error!("internal error while answering a request (see the panic above)");
         }
-        self.finish(request, error.to_response(), &Context::new(request))
+        let response = match request {
+            Some(r) if r.path().starts_with(passthrough::PREFIX) => {
+                passthrough::discord_shaped(&error)
+            }
+            _ => error.to_response(),
+        };
+        self.finish(request, response, &Context::new(request))
     }
 
     /// Adds CORS headers and writes the request's log line.
@@ -370,7 +428,7 @@ impl Api {
             .ok_or(ApiError::Unauthorized(
                 "missing Authorization header; send the session ID from /api/auth/login",
             ))?;
-        let session = SessionId::parse(presented_session(header))
+        let session = SessionId::parse(presented_session(header, request.path()))
             .ok_or(ApiError::Unauthorized("invalid session ID; log in again"))?;
         let bot = self.store.get(&session)?.ok_or(ApiError::Unauthorized(
             "unknown or expired session; log in again",
@@ -415,11 +473,14 @@ impl Api {
     }
 }
 
-/// The session ID in an `Authorization` value: bare, or after `Bearer `.
-fn presented_session(header: &str) -> &str {
+/// The session ID in an `Authorization` value: bare, or after `Bearer `;
+/// under `/api/discord/` also after `Bot `, as Discord libraries send
+/// their "token".
+fn presented_session<'a>(header: &'a str, path: &str) -> &'a str {
     let header = header.trim();
     match header.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        Some(("Bot", rest)) if path.starts_with(passthrough::PREFIX) => rest.trim(),
         _ => header,
     }
 }

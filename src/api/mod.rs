@@ -1,6 +1,7 @@
 //! api: the service's HTTP API of `API.md`: the route table (`routes`), the
 //! handler the front calls (`handler`), the endpoints by resource (`auth`,
-//! `reads`, `writes`), the `Idempotency-Key` rules (`idempotency`), query parsing (`query`), the one error type (`error`) and the
+//! `reads`, `writes`, and Discord's own API behind `passthrough`), the
+//! `Idempotency-Key` rules (`idempotency`), query parsing (`query`), the one error type (`error`) and the
 //! OpenAPI document (`openapi.json`).
 //!
 //! Owns: every path, every status code and every JSON body the service
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod error;
 pub mod handler;
 pub mod idempotency;
+pub mod passthrough;
 pub mod query;
 pub mod reads;
 pub mod routes;

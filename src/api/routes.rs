@@ -6,6 +6,7 @@
 //! else matches on paths.
 
 use crate::api::error::ApiError;
+use crate::api::passthrough::PREFIX as PASSTHROUGH;
 use crate::api::query::printable;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub(super) enum Endpoint {
     RemoveReaction,
     SendDm,
     Typing,
+    /// `/api/discord/v10/...`: any allowed Discord operation.
+    Passthrough,
     Healthz,
     OpenApi,
     Metrics,
@@ -128,6 +131,11 @@ const ROUTES: &[Path] = &[
     },
 ];
 
+/// The passthrough's path in the OpenAPI document, and its methods.
+const PASSTHROUGH_DOCUMENTED: &str = "/api/discord/v10/{discordPath}";
+const PASSTHROUGH_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+const PASSTHROUGH_ALLOW: &str = "GET, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// This service's own API as an OpenAPI 3.1 document, served as is.
 /// `tests/openapi.rs` checks it against [`route_table`].
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -138,6 +146,11 @@ pub fn route_table() -> impl Iterator<Item = (&'static str, &'static str)> {
     ROUTES
         .iter()
         .flat_map(|p| p.endpoints.iter().map(|(method, _)| (*method, p.path)))
+        .chain(
+            PASSTHROUGH_METHODS
+                .iter()
+                .map(|method| (*method, PASSTHROUGH_DOCUMENTED)),
+        )
 }
 
 /// Every method an `/api/` path serves, for the preflight of a path that is
@@ -151,16 +164,34 @@ fn find(path: &str) -> Option<&'static Path> {
 /// `Access-Control-Allow-Methods` of a preflight on `path`: the path's own
 /// methods, from the table (API.md, "CORS").
 pub(super) fn preflight_methods(path: &str) -> &'static str {
+    if path.starts_with(PASSTHROUGH) {
+        return PASSTHROUGH_ALLOW;
+    }
     find(path).map_or(ANY_API_METHODS, |p| p.allow)
 }
 
 /// The metrics label of a path: its route, or one label for every path that
 /// is not a route, so clients cannot create series.
 pub(super) fn route_label(path: &str) -> &'static str {
+    if path.starts_with(PASSTHROUGH) {
+        return PASSTHROUGH_DOCUMENTED;
+    }
     find(path).map_or("unmatched", |p| p.path)
 }
 
+/// Which endpoint serves the request. Under `/api/discord/` every method
+/// of Discord's is the passthrough; which operation, if any, is for it to
+/// say.
 pub(super) fn resolve(method: &str, path: &str) -> Result<Endpoint, ApiError> {
+    if path.starts_with(PASSTHROUGH) {
+        return if PASSTHROUGH_METHODS.contains(&method) {
+            Ok(Endpoint::Passthrough)
+        } else {
+            Err(ApiError::MethodNotAllowed {
+                allow: PASSTHROUGH_ALLOW,
+            })
+        };
+    }
     let route = find(path)
         .ok_or_else(|| ApiError::not_found(format!("no such route: {}", printable(path))))?;
     route
@@ -180,7 +211,7 @@ mod tests {
         assert_eq!(preflight_methods("/api/auth/login"), "POST, OPTIONS");
         assert_eq!(preflight_methods("/api/guilds"), "GET, OPTIONS");
         let mut all: Vec<&str> = route_table()
-            .filter(|(_, path)| path.starts_with("/api/"))
+            .filter(|(_, path)| path.starts_with("/api/") && !path.starts_with(PASSTHROUGH))
             .map(|(method, _)| method)
             .chain(["OPTIONS"])
             .collect();

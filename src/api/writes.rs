@@ -36,7 +36,7 @@ const AUDIT_REASON_MAX: usize = 512;
 /// DM channels remembered per (bot, user), so a DM costs one call, not
 /// two; past this many the map starts over.
 const MAX_DM_CHANNELS: usize = 10_000;
-const JSON: &str = "application/json";
+pub(super) const JSON: &str = "application/json";
 
 /// `--default-allowed-mentions`: what a message without `allowed_mentions`
 /// gets, so relayed text cannot ping `@everyone` or a role.
@@ -160,7 +160,7 @@ impl Writer<'_> {
 
     /// Runs `write` once per `Idempotency-Key` when the client sent one
     /// (POST and PATCH), or simply runs it.
-    fn once(
+    pub(super) fn once(
         &self,
         key: Option<&str>,
         target: u64,
@@ -387,13 +387,65 @@ fn audit_reason(request: &Request) -> Result<Option<String>, ApiError> {
     let Some(reason) = request.header("x-audit-log-reason") else {
         return Ok(None);
     };
+    check_reason(reason)?;
+    Ok(Some(percent_encode(reason)))
+}
+
+/// Whether the request's body is declared JSON.
+pub(super) fn is_json(request: &Request) -> bool {
+    let content_type = request.header("content-type").unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case(JSON)
+}
+
+/// `X-Audit-Log-Reason` on the passthrough: a value already
+/// percent-encoded, as Discord libraries send it, is passed as sent (once
+/// its decoded text passes the same checks); anything else is encoded
+/// here.
+pub(super) fn passthrough_audit_reason(request: &Request) -> Result<Option<String>, ApiError> {
+    let Some(reason) = request.header("x-audit-log-reason") else {
+        return Ok(None);
+    };
+    let encoded = reason
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'%'));
+    let decoded = encoded.then(|| percent_decode(reason)).flatten();
+    match decoded {
+        Some(text) => {
+            check_reason(&text)?;
+            Ok(Some(reason.to_string()))
+        }
+        None => audit_reason(request),
+    }
+}
+
+fn check_reason(reason: &str) -> Result<(), ApiError> {
     let chars = reason.chars().count();
     if !(1..=AUDIT_REASON_MAX).contains(&chars) || reason.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "`X-Audit-Log-Reason` must be 1 to 512 characters, without control characters",
         ));
     }
-    Ok(Some(percent_encode(reason)))
+    Ok(())
+}
+
+/// Strict percent-decoding to UTF-8: `None` for a bad escape or bytes
+/// that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn percent_encode(text: &str) -> String {

@@ -185,18 +185,19 @@ impl WriteRoute<'_> {
             WriteRoute::CreateMessage { channel } => {
                 ("POST /channels/:channel_id/messages", Some(channel))
             }
-            WriteRoute::EditMessage { channel, .. } => {
-                ("PATCH /channels/:channel_id/messages/:id", Some(channel))
-            }
+            WriteRoute::EditMessage { channel, .. } => (
+                "PATCH /channels/:channel_id/messages/:message_id",
+                Some(channel),
+            ),
             WriteRoute::DeleteMessage { channel, message } => {
                 let template = match age(message, SystemTime::now()) {
                     age if age < Duration::from_secs(10) => {
-                        "DELETE /channels/:channel_id/messages/:id (under 10 s old)"
+                        "DELETE /channels/:channel_id/messages/:message_id (under 10 s old)"
                     }
                     age if age < Duration::from_secs(14 * 24 * 60 * 60) => {
-                        "DELETE /channels/:channel_id/messages/:id (under 14 days old)"
+                        "DELETE /channels/:channel_id/messages/:message_id (under 14 days old)"
                     }
-                    _ => "DELETE /channels/:channel_id/messages/:id (older)",
+                    _ => "DELETE /channels/:channel_id/messages/:message_id (older)",
                 };
                 (template, Some(channel))
             }
@@ -205,7 +206,7 @@ impl WriteRoute<'_> {
                 Some(channel),
             ),
             WriteRoute::Reaction { channel, .. } => (
-                "PUT|DELETE /channels/:channel_id/messages/:id/reactions",
+                "PUT|DELETE /channels/:channel_id/messages/:message_id/reactions",
                 Some(channel),
             ),
             WriteRoute::OpenDm => ("POST /users/@me/channels", None),
