@@ -14,6 +14,7 @@ help:
 	@echo "make bench-micro  micro-benchmarks of the hot paths (divan); also run by make bench"
 	@echo "make bench-compare BASE=old-binary  scenario A, an older build against this one, in one sitting"
 	@echo "make bench-durable  logins with and without --data-dir, RSS of 10,000 restored sessions"
+	@echo "make bench-writes   message sends beside reads, RSS of 100,000 idempotency keys"
 	@echo "make bench-curve  the 50 ms scenario at 64/256/1024 connections, RSS at 1k/10k/100k sessions"
 	@echo "make fuzz-api schemathesis against the API, driven by its own OpenAPI document (FUZZ_MAX_EXAMPLES=n)"
 
@@ -27,11 +28,16 @@ run:
 # --workspace builds fake-discord too: the contract tests start it.
 # tests/cluster.rs runs against a real redis-server: installed here when
 # this is root with apt-get; otherwise those tests say loudly they skip.
+# tests/library_compat.rs runs @discordjs/rest (pinned in tests/compat) under
+# Node.js against the passthrough: npm ci installs it first.
 test:
 	@command -v redis-server >/dev/null || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    apt-get update -qq && apt-get install -y -qq redis-server; } || \
 	  echo "!!!!! redis-server is missing and cannot be installed here: the Redis tests will be SKIPPED (apt-get install redis-server) !!!!!"
+	@command -v npm >/dev/null || \
+	  { echo "npm is missing: tests/library_compat.rs runs @discordjs/rest under Node.js >= 18 (apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix tests/compat --no-audit --no-fund
 	$(CARGO) test --workspace
 
 lint:
@@ -87,6 +93,15 @@ bench-durable:
 	$(CARGO) build --release --bin discord-bot-backend
 	cd benches/upstream && $(CARGO) build --release
 	python3 benches/bench.py durable
+
+# Writes: message sends beside scenario A (CPU per send / per read), and
+# what 100,000 idempotency keys weigh in memory.
+.PHONY: bench-writes
+bench-writes:
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(CARGO) build --release --bin discord-bot-backend
+	cd benches/upstream && $(CARGO) build --release
+	python3 benches/bench.py writes
 
 # Sessions, rate limiter, request front and query parsing in isolation, no
 # network (benches/micro.rs); the numbers are in benches/RESULTS.md.

@@ -17,6 +17,8 @@ headers on every answer, and each bot read its own channel):
   A-R. scenario A with sessions and cluster rate limits in Redis (issue #6),
   against a local redis-server started for it, beside A in memory.
 
+`bench.py writes` (make bench-writes): message sends beside scenario A
+(service CPU per send ÷ per read), and RSS of 100,000 idempotency keys.
 `bench.py durable` (make bench-durable): logins with and without --data-dir,
 RSS and start-up with 10,000 sessions restored from disk.
 `bench.py compare OLD NEW [ROUNDS]` (make bench-compare): scenario A for two
@@ -133,11 +135,11 @@ def login_many(svc, count, prefix):
         return list(pool.map(login, range(count)))
 
 
-def wrk(url, connections, sessions_file=None, header=None, seconds=None):
+def wrk(url, connections, sessions_file=None, header=None, seconds=None, script="sessions.lua"):
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds or SECONDS}s", "--latency", "--timeout", "10s"]
     env = dict(os.environ)
     if sessions_file:
-        argv += ["-s", os.path.join(ROOT, "benches/sessions.lua")]
+        argv += ["-s", os.path.join(ROOT, "benches", script)]
         env["SESSIONS"] = sessions_file
     if header:
         argv += ["-H", header]
@@ -211,6 +213,99 @@ def scenario(latency_ms, connections, results, name, *flags, headers=True):
     os.unlink(sessions)
     svc.stop()
     up.stop()
+
+
+def send_scenario(results):
+    """Issue #12: scenario A's shape with every request a message send
+    (`POST /api/messages`: body checked and rewritten with the nonce, an
+    idempotency key made up and its record kept, Discord's answer stored for
+    replay). Reported as CPU per send ÷ CPU per read of scenario A."""
+    up = upstream(0)
+    direct_script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    direct_script.write('wrk.method = "POST"\nwrk.body = \'{"content":"x"}\'\n'
+                        'wrk.headers["Content-Type"] = "application/json"\n')
+    direct_script.close()
+    argv = ["wrk", "-t2", "-c64", f"-d{SECONDS}s", "--latency", "--timeout", "10s",
+            "-s", direct_script.name, "-H", "Authorization: Bot x",
+            f"{up.url}/api/v10/channels/{CHANNEL}/messages"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    direct_rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    os.unlink(direct_script.name)
+    svc = service(up.url)
+    sessions = sessions_file(login_many(svc, BOTS, "bench-send"))
+    before_cpu = svc.cpu_seconds()
+    through = wrk(f"{svc.url}/api/messages", 64, sessions_file=sessions, script="sends.lua")
+    cpu = svc.cpu_seconds() - before_cpu
+    results["S"] = {"service": through, "direct_rate": direct_rate,
+                    "ratio": through["rate"] / direct_rate,
+                    "cpu_us": cpu / through["total"] * 1e6,
+                    "peak_rss": svc.status_kib("VmHWM")}
+    os.unlink(sessions)
+    svc.stop()
+    up.stop()
+
+
+def idempotency_rss(keys=100_000, bots=1000):
+    """Issue #12: what `keys` live idempotency records weigh in memory mode,
+    as RSS after minus before. Each record is a `POST /api/typing` with its
+    own key (Discord answers 204, so only the record is kept), spread over
+    `bots` bots and channels so no rate limit slows the run; then the same
+    with message sends, whose record keeps Discord's message for replay."""
+    up = upstream(0)
+    out = {}
+    for kind in ("typing", "send"):
+        svc = service(up.url)
+        sessions = login_many(svc, bots, f"bench-idem-{kind}")
+        before = svc.status_kib("VmRSS")
+
+        def run(worker, svc=svc, sessions=sessions, kind=kind):
+            connection = http.client.HTTPConnection(svc.host, svc.port, timeout=30)
+            for n in range(worker, keys, 16):
+                bot = n % bots
+                channel = CHANNEL_BASE + bot
+                path = (f"/api/typing?channelId={channel}" if kind == "typing"
+                        else f"/api/messages?channelId={channel}")
+                connection.request("POST", path, body=b'{"content":"kept for replay"}',
+                                   headers={"Authorization": sessions[bot],
+                                            "Content-Type": "application/json",
+                                            "Idempotency-Key": f"bench-{kind}-{n}"})
+                response = connection.getresponse()
+                response.read()
+                if response.status not in (201, 204):
+                    raise SystemExit(f"{kind} {n}: {response.status}")
+            connection.close()
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(run, range(16)))
+        out[kind] = (svc.status_kib("VmRSS") - before) / 1024
+        svc.stop()
+    up.stop()
+    return out
+
+
+def writes():
+    """`make bench-writes`: the send scenario beside scenario A, and what
+    idempotency records weigh."""
+    for binary in (SERVICE, UPSTREAM):
+        if not os.path.exists(binary):
+            raise SystemExit(f"missing {binary}: run `make bench-writes`, which builds it")
+    results = {}
+    scenario(0, 64, results, "A")
+    send_scenario(results)
+    rss = idempotency_rss()
+    a, s = results["A"], results["S"]
+    rows = [
+        ("S: sends, 0 ms upstream, 64 conns: service CPU per send ÷ per read (A)",
+         f"{s['cpu_us'] / a['cpu_us']:.2f}",
+         f"{s['cpu_us']:.0f} µs per send vs {a['cpu_us']:.0f} µs per read; sends {s['service']['rate']:.0f} req/s vs {s['direct_rate']:.0f} direct ({s['ratio']:.3f}); p99 {s['service']['p99']:.2f} ms; non-2xx {s['service']['non2xx']}",
+         "≤ 1.5"),
+        ("100,000 idempotency keys in memory (204 answers)", f"{rss['typing']:.1f} MiB",
+         f"RSS after minus before; {rss['typing'] * 1048576 / 100_000:.0f} B per key", "≤ 16 MiB"),
+        ("100,000 idempotency keys in memory (message sends)", f"{rss['send']:.1f} MiB",
+         f"each keeps Discord's ~1 KB message for replay; {rss['send'] * 1048576 / 100_000:.0f} B per key", ""),
+    ]
+    table = ["| measure | result | detail | target |", "|---|---|---|---|"]
+    table += [f"| {m} | {r} | {d} | {t} |" for m, r, d, t in rows]
+    print("\n".join(table))
 
 
 def kernel_counters(latency_ms, connections):
@@ -395,6 +490,8 @@ def main():
         return curve()
     if sys.argv[1:] == ["durable"]:
         return durable()
+    if sys.argv[1:] == ["writes"]:
+        return writes()
     if sys.argv[1:2] == ["compare"] and len(sys.argv) in (4, 5):
         return compare(sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) == 5 else 3)
     for binary in (SERVICE, UPSTREAM):

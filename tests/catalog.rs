@@ -553,3 +553,11 @@ fn comma_lists_of_snowflakes_are_sent_comma_separated() {
         Err(QueryError::Invalid { .. })
     ));
 }
+
+#[test]
+fn an_encoded_at_in_a_literal_segment_matches_it() {
+    let found = catalog::find("GET", "/users/%40me").expect("discord.js sends /users/%40me");
+    assert_eq!(found.discord_path(), "/users/@me");
+    assert!(catalog::find("GET", "/users/%40ME").is_err());
+    assert!(catalog::find("GET", "/users/%4").is_err());
+}

@@ -3,7 +3,9 @@
 //!
 //! `GET /api/v10/users/@me` → a user whose id is derived from the token (so
 //! 10,000 tokens are 10,000 bots); `GET /api/v10/channels/{id}/messages` → one
-//! prebuilt page of 50 messages (about 25 KB); `GET /_stats` → requests
+//! prebuilt page of 50 messages (about 25 KB); `POST` there → one message
+//! (about 1 KB, as Discord answers a send); `POST
+//! /api/v10/channels/{id}/typing` → 204; `GET /_stats` → requests
 //! served. `--latency-ms N` delays every Discord answer by N ms.
 //!
 //! Like Discord, every answer carries the five rate-limit headers
@@ -45,9 +47,12 @@ const SHARDS: usize = 16;
 /// Bucket hashes as Discord names them (opaque hex).
 const MESSAGES_BUCKET: &str = "80c17d2f203122d936070c88c8d10f33";
 const ME_BUCKET: &str = "b7e1a4d2c9f03a5e6d4c2b1a0f9e8d7c";
+const SEND_BUCKET: &str = "3b9e0c7f5a2d4e6b8c1f0a9d7e5c3b2a";
+const TYPING_BUCKET: &str = "6d2f8a1c4e7b9d0a3c5e8f1b2d4a6c9e";
 
 struct State {
     page: Bytes,
+    sent: Bytes,
     latency: Duration,
     served: AtomicU64,
     /// `None` with `--no-ratelimit-headers`.
@@ -152,10 +157,27 @@ async fn answer(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
         .strip_prefix("/api/v10/channels/")
         .and_then(|rest| rest.strip_suffix("/messages"))
     {
-        let page = json(state.page.clone());
-        match state.take(token, channel.parse().unwrap_or(0), now) {
-            Some((remaining, reset_after)) => with_limits(page, MESSAGES_BUCKET, remaining, reset_after),
-            None => page,
+        let channel = channel.parse().unwrap_or(0);
+        let (answer, bucket) = if request.method() == hyper::Method::POST {
+            (json(state.sent.clone()), SEND_BUCKET)
+        } else {
+            (json(state.page.clone()), MESSAGES_BUCKET)
+        };
+        // Sends and reads are separate buckets, as on Discord.
+        let key = channel ^ u64::from(bucket == SEND_BUCKET);
+        match state.take(token, key, now) {
+            Some((remaining, reset_after)) => with_limits(answer, bucket, remaining, reset_after),
+            None => answer,
+        }
+    } else if let Some(channel) = path
+        .strip_prefix("/api/v10/channels/")
+        .and_then(|rest| rest.strip_suffix("/typing"))
+    {
+        let mut done = Response::new(Full::new(Bytes::new()));
+        *done.status_mut() = hyper::StatusCode::NO_CONTENT;
+        match state.take(token, channel.parse::<u64>().unwrap_or(0) ^ 2, now) {
+            Some((remaining, reset_after)) => with_limits(done, TYPING_BUCKET, remaining, reset_after),
+            None => done,
         }
     } else {
         let mut response = json(Bytes::from_static(br#"{"message":"404: Not Found","code":0}"#));
@@ -176,7 +198,13 @@ fn main() {
     let latency = Duration::from_millis(arg("--latency-ms").and_then(|p| p.parse().ok()).unwrap_or(0));
     let headers = !std::env::args().any(|a| a == "--no-ratelimit-headers");
     let buckets = headers.then(|| (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect());
-    let state = Arc::new(State { page: page(), latency, served: AtomicU64::new(0), buckets });
+    let state = Arc::new(State {
+        page: page(),
+        sent: Bytes::from(message(PAGE_MESSAGES)),
+        latency,
+        served: AtomicU64::new(0),
+        buckets,
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()

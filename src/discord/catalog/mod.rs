@@ -372,7 +372,7 @@ pub fn find<'a>(method: &str, raw_path: &'a str) -> Result<Found<'a>, Refused> {
     let method = Method::parse(method);
     let Some(&(_, _, start, end)) = INDEX
         .iter()
-        .find(|(first, n, _, _)| usize::from(*n) == count && *first == segments[0])
+        .find(|(first, n, _, _)| usize::from(*n) == count && literal_matches(first, segments[0]))
     else {
         return Err(Refused::NotFound);
     };
@@ -484,6 +484,33 @@ fn split(raw: &str) -> Result<([&str; MAX_SEGMENTS], usize), Refused> {
     Ok((segments, count))
 }
 
+/// Whether a raw segment is the literal, percent-escapes decoded once:
+/// libraries encode `@` (discord.js's `Routes.user('@me')` sends
+/// `/users/%40me`), and Discord decodes it. The escapes that could change
+/// the path's shape were refused by `split`; the URL Discord gets is
+/// rebuilt from the template's literal, not from this segment.
+fn literal_matches(literal: &str, raw: &str) -> bool {
+    if !raw.contains('%') {
+        return literal == raw;
+    }
+    let (mut raw, mut literal) = (raw.as_bytes(), literal.as_bytes());
+    while let Some((&b, rest)) = raw.split_first() {
+        let (byte, rest) = match (b, rest) {
+            (b'%', [h, l, rest @ ..]) => match (hex(*h), hex(*l)) {
+                (Some(h), Some(l)) => (h << 4 | l, rest),
+                _ => return false,
+            },
+            _ => (b, rest),
+        };
+        match literal.split_first() {
+            Some((&expected, tail)) if expected == byte => literal = tail,
+            _ => return false,
+        }
+        raw = rest;
+    }
+    literal.is_empty()
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -509,7 +536,7 @@ fn bind<'a>(template: &[Seg], segments: &[&'a str], out: &mut [Value<'a>; MAX_PA
     // parameter is parsed.
     for (seg, raw) in template.iter().zip(segments) {
         if let Seg::Lit(text) = seg
-            && text != raw
+            && !literal_matches(text, raw)
         {
             return Bound::Mismatch;
         }
