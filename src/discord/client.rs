@@ -5,8 +5,10 @@
 //! Architecture invariants:
 //! - it sends only what a `Route` (built from `Snowflake`s and integers
 //!   only) says, so client text never reaches a URL;
-//! - only GETs are sent, so a retry (once, on a 5xx or a dropped connection)
-//!   can never duplicate a side effect;
+//! - a request is sent again at most once after a failure, and a write
+//!   whose answer was lost only when its `Resend` says sending twice cannot
+//!   do twice (PUT, DELETE, a message with its nonce); otherwise the outcome
+//!   is reported unknown (`Error::OutcomeUnknown`);
 //! - bodies are returned as Discord's bytes, never re-serialised, so objects
 //!   reach the client exactly as Discord sent them; a 2xx body must look
 //!   like a JSON document (`looks_like_json`: its outer brackets, not a full
@@ -330,7 +332,8 @@ impl Discord {
             self.invalid.host_answered();
             let body = body.unwrap_or_default();
             let retry_after = retry_after(&body, &seen);
-            let global = discord_error(&body).global;
+            let error = discord_error(&body);
+            let global = error.global;
             let scope = if global {
                 "global"
             } else {
@@ -344,15 +347,31 @@ impl Discord {
                 .discord_429s
                 .with_label_values(&[scope])
                 .inc();
+            let route = slot_route(&slot);
+            let stopped = bot
+                .limiter
+                .rate_limited(slot, &seen, retry_after, global, now);
+            // The scope and code say which limit it was (20028: a channel's
+            // write limit); whether 20028 comes with scope `shared` is not
+            // documented (WRITES-NOTES §1.8), so both are logged.
+            use crate::discord::ratelimit::Stopped;
+            let held = match stopped {
+                Stopped::Bot => "every route of the bot",
+                Stopped::Bucket => "the route's bucket",
+                Stopped::Route => "this route and resource only (a sub-limit)",
+            };
             log::warn!(
-                "Discord 429 on {} (bucket {}, scope {}, global {global}), retry after {:.3}s",
-                slot_route(&slot),
+                "Discord 429 on {route} (bucket {}, scope {}, code {}, remaining {}, global \
+                 {global}): {held} waits {:.3}s",
                 seen.bucket.as_deref().unwrap_or("-"),
                 seen.scope.as_deref().unwrap_or("-"),
+                error
+                    .code
+                    .map_or_else(|| "-".to_string(), |code| code.to_string()),
+                seen.remaining
+                    .map_or_else(|| "-".to_string(), |left| left.to_string()),
                 retry_after.as_secs_f64()
             );
-            bot.limiter
-                .rate_limited(slot, &seen, retry_after, global, now);
             record(Answer::RateLimited {
                 retry_after,
                 global,

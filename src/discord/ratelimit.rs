@@ -21,6 +21,12 @@
 //! with burst, both of which admit nearly twice that across a boundary), and a
 //! global 429 stops the whole bot for its `retry_after`.
 //!
+//! Below the buckets, Discord keeps limits it does not announce (a channel's
+//! write limit shared by all its users, two channel renames per ten
+//! minutes). A 429 from one of them (`Stopped::Route`) holds back only its
+//! route and resource, and leaves the bucket as it was, so the bucket's other
+//! routes keep flowing (discord.js `SequentialHandler`, WRITES-NOTES §4).
+//!
 //! Architecture invariants:
 //! - the state lock is never held while sleeping: a waiter sleeps on the
 //!   condvar (which releases the lock) or after dropping it, and every answer
@@ -52,6 +58,11 @@ const IN_FLIGHT: Duration = Duration::from_secs(3600);
 /// A waiter whose wake-up depends on someone else's answer re-checks this
 /// often, in case that answer never comes (a dropped connection says nothing).
 const RECHECK: Duration = Duration::from_millis(50);
+/// Sub-limit holds one bot keeps at once. Each costs a 429 from Discord to
+/// make, so only a bot refused on many routes at once reaches it; past it, a
+/// sub-limit blocks its whole bucket instead (`BotLimiter::rate_limited`),
+/// which wastes a little waiting but sends nothing Discord said would fail.
+const MAX_HOLDS: usize = 128;
 
 /// Where time comes from. Tests use a manual clock.
 pub trait Clock: Send + Sync {
@@ -169,6 +180,41 @@ impl Observed {
     fn has_limit(&self) -> bool {
         self.remaining.is_some() && self.reset_after.is_some()
     }
+
+    /// What a 429 with these headers stopped; `global` is the body's flag.
+    ///
+    /// A sub-limit is a 429 whose scope is `shared` (a limit of the
+    /// resource, kept for all its users: 20028, "the channel's write
+    /// limit"), or whose own `X-RateLimit-Remaining` is above 0: Discord
+    /// says the bucket still had room, so a narrower limit refused it
+    /// (discord.js's rule). Our own count cannot tell: `acquire` hands out a
+    /// slot only while it has room, so "we had room" holds for every 429 on
+    /// a known bucket, including those that mean our view was wrong (another
+    /// user of the token, a bucket hash that lied, discord-api-docs #8073),
+    /// which must make the bucket learn again. A 429 that gives no
+    /// `Remaining` is taken as the bucket's: too wide a stop costs a wait,
+    /// too narrow a one another invalid request.
+    pub fn stopped(&self, global: bool) -> Stopped {
+        if global || self.global || self.scope.as_deref() == Some("global") {
+            Stopped::Bot
+        } else if self.scope.as_deref() == Some("shared") || self.remaining.is_some_and(|r| r > 0) {
+            Stopped::Route
+        } else {
+            Stopped::Bucket
+        }
+    }
+}
+
+/// What a 429 (Discord's, not its edge's) stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// The bot's global limit: every route of the bot waits.
+    Bot,
+    /// The route's bucket is spent: the bucket waits, then learns again.
+    Bucket,
+    /// A sub-limit: only this route and top-level resource wait; the bucket
+    /// keeps what it knew.
+    Route,
 }
 
 /// Why `acquire` gave up.
@@ -203,6 +249,11 @@ struct State {
     /// does not, oldest first: freed global slots go to them in order, so no
     /// route falls behind because others keep winning the race.
     global_queue: BTreeSet<u64>,
+    /// Routes a sub-limit 429 holds back, until when. A list, not a map:
+    /// nearly always empty (no allocation, and 24 bytes per bot instead of
+    /// a map's 48), never longer than `MAX_HOLDS`, and pruned whenever a
+    /// hold is added and on `sweep`.
+    holds: Vec<(RouteKey, Instant)>,
 }
 
 /// The per-bot limiter.
@@ -264,6 +315,7 @@ impl BotLimiter {
                 global_blocked_until: None,
                 next_ticket: 0,
                 global_queue: BTreeSet::new(),
+                holds: Vec::new(),
             }),
             changed: Condvar::new(),
             global_per_second: global_per_second.max(1),
@@ -327,6 +379,12 @@ impl BotLimiter {
         clock: &'a dyn Clock,
     ) -> Result<Slot<'a>, Wait> {
         let key = bucket_key(state, route);
+        if let Some(wait) = held(state, route, now) {
+            // Out of every line while held: a held request at the front of
+            // its bucket's line would hold back the bucket's other routes.
+            self.step_aside(state, &key, ticket);
+            return Err(Wait::For(wait));
+        }
         let verdict = self.check(state, &key, ticket, now);
         let bucket = state
             .buckets
@@ -420,6 +478,19 @@ impl BotLimiter {
         Some(at + window - now)
     }
 
+    /// A held request leaves its lines, and whoever it stood before may go.
+    fn step_aside(&self, state: &mut State, key: &BucketKey, ticket: u64) {
+        let mut left = state.global_queue.remove(&ticket);
+        if let Some(bucket) = state.buckets.get_mut(key) {
+            let before = bucket.queue.len();
+            bucket.queue.retain(|t| *t != ticket);
+            left |= bucket.queue.len() != before;
+        }
+        if left {
+            self.changed.notify_all();
+        }
+    }
+
     /// A waiter gave up: take its ticket out of line and let the next go.
     fn withdraw(&self, state: &mut State, ticket: u64) {
         state.global_queue.remove(&ticket);
@@ -493,9 +564,14 @@ impl BotLimiter {
         self.changed.notify_all();
     }
 
-    /// A 429: a global one stops the whole bot; any other stops the route's
-    /// bucket for `retry_after` and makes it re-learn its limit afterwards,
-    /// since what we believed was evidently wrong (discord-api-docs #8073).
+    /// A 429 stops what `Observed::stopped` says, for `retry_after`. A
+    /// global one stops the whole bot. A bucket's stops the bucket and makes
+    /// it re-learn its limit afterwards, since what we believed was
+    /// evidently wrong (discord-api-docs #8073). A sub-limit holds back only
+    /// the route and resource it refused, and changes the bucket no more
+    /// than an answer would: Discord did not count the refused request, so
+    /// its slot goes back, and `remaining` and the reset stay what they were.
+    /// Returns what it stopped (a sub-limit past `MAX_HOLDS` stops the bucket).
     pub fn rate_limited(
         &self,
         mut slot: Slot<'_>,
@@ -503,33 +579,42 @@ impl BotLimiter {
         retry_after: Duration,
         global: bool,
         now: Instant,
-    ) {
+    ) -> Stopped {
         slot.returned = true;
         let until = now + retry_after + SAFETY_MARGIN;
         let mut state = self.state.lock();
         let route = slot.route;
         release(&mut state, &slot.key);
         answered(&mut state, slot.id, now);
-        if global || seen.global || seen.scope.as_deref() == Some("global") {
-            state.global_blocked_until = state.global_blocked_until.max(Some(until));
-        } else {
-            if let Some(hash) = &seen.bucket {
-                state
-                    .hashes
-                    .insert(route.template, Arc::from(hash.as_str()));
+        let mut stopped = seen.stopped(global);
+        if stopped == Stopped::Route && !hold(&mut state, route, until, now) {
+            stopped = Stopped::Bucket;
+        }
+        match stopped {
+            Stopped::Bot => {
+                state.global_blocked_until = state.global_blocked_until.max(Some(until));
             }
-            let target = bucket_key(&state, route);
-            let bucket = state
-                .buckets
-                .entry(target)
-                .or_insert_with(|| Box::new(Bucket::probing(now)));
-            bucket.blocked_until = bucket.blocked_until.max(Some(until));
-            bucket.remaining = 0;
-            bucket.limit = Limit::Probing;
-            bucket.last_used = now;
+            Stopped::Route => give_back(&mut state, &slot.key, seen),
+            Stopped::Bucket => {
+                if let Some(hash) = &seen.bucket {
+                    state
+                        .hashes
+                        .insert(route.template, Arc::from(hash.as_str()));
+                }
+                let target = bucket_key(&state, route);
+                let bucket = state
+                    .buckets
+                    .entry(target)
+                    .or_insert_with(|| Box::new(Bucket::probing(now)));
+                bucket.blocked_until = bucket.blocked_until.max(Some(until));
+                bucket.remaining = 0;
+                bucket.limit = Limit::Probing;
+                bucket.last_used = now;
+            }
         }
         drop(state);
         self.changed.notify_all();
+        stopped
     }
 
     /// No answer came for `slot` (timeout, dropped connection). The slot
@@ -547,13 +632,22 @@ impl BotLimiter {
         self.changed.notify_all();
     }
 
-    /// Forgets buckets unused for a while. Returns how many remain.
+    /// Forgets buckets unused for a while and holds that ended. Returns how
+    /// many buckets remain.
     pub fn sweep(&self, now: Instant) -> usize {
         let mut state = self.state.lock();
         state.buckets.retain(|_, b| {
             b.in_flight > 0 || now.saturating_duration_since(b.last_used) < BUCKET_IDLE_TTL
         });
+        prune_holds(&mut state, now);
         state.buckets.len()
+    }
+
+    /// How many sub-limit holds the bot keeps (ended ones included until
+    /// they are pruned).
+    #[cfg(test)]
+    fn holds(&self) -> usize {
+        self.state.lock().holds.len()
     }
 }
 
@@ -660,6 +754,55 @@ fn bucket_verdict(bucket: &mut Bucket, ticket: u64, now: Instant) -> Result<(), 
 fn answered(state: &mut State, id: u64, now: Instant) {
     if let Some(entry) = state.recent.iter_mut().find(|(slot, _)| *slot == id) {
         entry.1 = now;
+    }
+}
+
+/// How long `route` is still held back by a sub-limit, if it is.
+fn held(state: &State, route: RouteKey, now: Instant) -> Option<Duration> {
+    state
+        .holds
+        .iter()
+        .find(|(held, _)| *held == route)
+        .and_then(|(_, until)| until.checked_duration_since(now))
+        .filter(|wait| !wait.is_zero())
+}
+
+/// Holds `route` back until `until`. False when the bot already holds
+/// `MAX_HOLDS` other routes: the caller stops the bucket instead.
+fn hold(state: &mut State, route: RouteKey, until: Instant, now: Instant) -> bool {
+    prune_holds(state, now);
+    if let Some((_, held_until)) = state.holds.iter_mut().find(|(held, _)| *held == route) {
+        *held_until = (*held_until).max(until);
+        return true;
+    }
+    if state.holds.len() >= MAX_HOLDS {
+        return false;
+    }
+    state.holds.push((route, until));
+    true
+}
+
+fn prune_holds(state: &mut State, now: Instant) {
+    state.holds.retain(|(_, until)| *until > now);
+    if state.holds.is_empty() {
+        // Back to no allocation: most bots meet a sub-limit now and then.
+        state.holds = Vec::new();
+    }
+}
+
+/// Discord does not count a request it refused, so a sub-limit hands its
+/// slot back: never past the bucket's limit, nor past the `Remaining`
+/// Discord sent with the 429 (which, like any answer's, may be lower than
+/// our count when someone else used the token).
+fn give_back(state: &mut State, key: &BucketKey, seen: &Observed) {
+    let Some(bucket) = state.buckets.get_mut(key) else {
+        return;
+    };
+    if let Limit::Known { limit, .. } = bucket.limit {
+        let room = limit
+            .saturating_sub(bucket.in_flight)
+            .min(seen.remaining.unwrap_or(u32::MAX));
+        bucket.remaining = bucket.remaining.saturating_add(1).min(room);
     }
 }
 
@@ -961,6 +1104,214 @@ mod tests {
         limiter.rate_limited(slot, &seen, 2 * SECOND, false, clock.now());
         assert!(take_now(&limiter, &clock, route(1)).is_err());
         take_now(&limiter, &clock, route(2)).unwrap();
+    }
+
+    const EDIT: &str = "PATCH /channels/:channel_id/messages/:id";
+
+    /// Two routes of one resource that Discord puts in one bucket.
+    fn send_and_edit(top: u64) -> (RouteKey, RouteKey) {
+        let edit = RouteKey {
+            template: EDIT,
+            top_level: Some(top),
+        };
+        (route(top), edit)
+    }
+
+    /// A known bucket of 5 with 3 left (each route probed once), shared by
+    /// `send` and `edit`.
+    fn known_bucket(limiter: &BotLimiter, clock: &ManualClock) -> (RouteKey, RouteKey) {
+        known_bucket_of(limiter, clock, 1)
+    }
+
+    fn known_bucket_of(
+        limiter: &BotLimiter,
+        clock: &ManualClock,
+        top: u64,
+    ) -> (RouteKey, RouteKey) {
+        let (send, edit) = send_and_edit(top);
+        let probe = take_now(limiter, clock, send).unwrap();
+        limiter.complete(probe, &headers("h", 5, 4, 5.0), clock.now());
+        let probe = take_now(limiter, clock, edit).unwrap();
+        limiter.complete(probe, &headers("h", 5, 3, 5.0), clock.now());
+        (send, edit)
+    }
+
+    fn shared_429() -> Observed {
+        Observed {
+            scope: Some("shared".into()),
+            ..headers("h", 5, 3, 5.0)
+        }
+    }
+
+    /// A 429 whose scope is `user` but whose bucket Discord says had room.
+    fn hidden_limit_429() -> Observed {
+        Observed {
+            scope: Some("user".into()),
+            ..headers("h", 5, 3, 5.0)
+        }
+    }
+
+    /// Takes slots on `route` until none is left now.
+    fn slots_left(limiter: &BotLimiter, clock: &ManualClock, route: RouteKey) -> usize {
+        let mut taken = Vec::new();
+        while let Ok(slot) = take_now(limiter, clock, route) {
+            taken.push(slot);
+        }
+        taken.len()
+    }
+
+    #[test]
+    fn a_shared_429_holds_back_only_its_route_and_leaves_the_bucket_its_slots() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let (send, edit) = known_bucket(&limiter, &clock);
+        let slot = take_now(&limiter, &clock, send).unwrap();
+        let stopped = limiter.rate_limited(slot, &shared_429(), 2 * SECOND, false, clock.now());
+        assert_eq!(stopped, Stopped::Route);
+        assert!(take_now(&limiter, &clock, send).is_err(), "send is held");
+        // Discord did not count the refused send: 3 left, as before it.
+        assert_eq!(slots_left(&limiter, &clock, edit), 3);
+    }
+
+    #[test]
+    fn a_429_while_discord_says_the_bucket_had_room_holds_back_only_its_route() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let (send, edit) = known_bucket(&limiter, &clock);
+        let slot = take_now(&limiter, &clock, send).unwrap();
+        let seen = hidden_limit_429();
+        let stopped = limiter.rate_limited(slot, &seen, 582 * SECOND, false, clock.now());
+        assert_eq!(stopped, Stopped::Route);
+        assert!(take_now(&limiter, &clock, send).is_err(), "send is held");
+        assert_eq!(slots_left(&limiter, &clock, edit), 3);
+    }
+
+    #[test]
+    fn a_held_route_is_sent_again_once_its_retry_after_is_over() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let (send, _) = known_bucket(&limiter, &clock);
+        let start = clock.now();
+        let slot = take_now(&limiter, &clock, send).unwrap();
+        let retry_after = Duration::from_millis(300);
+        limiter.rate_limited(slot, &shared_429(), retry_after, false, start);
+        limiter.acquire(send, &clock, start + SECOND).unwrap();
+        assert_eq!(clock.now() - start, retry_after + SAFETY_MARGIN);
+    }
+
+    #[test]
+    fn a_held_request_first_in_its_buckets_line_does_not_hold_back_the_others() {
+        let limiter = Arc::new(limiter());
+        let clock = SystemClock;
+        let (send, edit) = send_and_edit(1);
+        for route in [send, edit] {
+            let probe = limiter.acquire(route, &clock, Instant::now()).unwrap();
+            limiter.complete(probe, &headers("h", 5, 4, 60.0), Instant::now());
+        }
+        // The bucket learns again, so one probe goes out and the rest line up.
+        let slot = limiter.acquire(send, &clock, Instant::now()).unwrap();
+        let bucket_429 = Observed {
+            scope: Some("user".into()),
+            ..headers("h", 5, 0, 0.0)
+        };
+        limiter.rate_limited(slot, &bucket_429, Duration::ZERO, false, Instant::now());
+        std::thread::sleep(SAFETY_MARGIN * 2);
+        let probe = limiter.acquire(send, &clock, Instant::now()).unwrap();
+        {
+            let limiter = Arc::clone(&limiter);
+            std::thread::spawn(move || {
+                // First in the bucket's line, then held by the probe's 429.
+                let _ = limiter.acquire(send, &SystemClock, Instant::now() + 30 * SECOND);
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let hold = 5 * SECOND;
+        limiter.rate_limited(probe, &shared_429(), hold, false, Instant::now());
+        let started = Instant::now();
+        limiter
+            .acquire(edit, &clock, started + 2 * hold)
+            .expect("edit is not behind the held send");
+        assert!(started.elapsed() < hold / 2, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_bucket_429_without_room_still_stops_the_whole_bucket() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let (send, edit) = known_bucket(&limiter, &clock);
+        let slot = take_now(&limiter, &clock, send).unwrap();
+        let seen = Observed {
+            scope: Some("user".into()),
+            ..headers("h", 5, 0, 2.0)
+        };
+        let stopped = limiter.rate_limited(slot, &seen, 2 * SECOND, false, clock.now());
+        assert_eq!(stopped, Stopped::Bucket);
+        assert!(take_now(&limiter, &clock, send).is_err());
+        assert!(
+            take_now(&limiter, &clock, edit).is_err(),
+            "the bucket waits"
+        );
+        assert_eq!(limiter.holds(), 0);
+    }
+
+    #[test]
+    fn a_429_that_says_nothing_of_the_bucket_stops_the_bucket() {
+        let seen = Observed {
+            scope: Some("user".into()),
+            ..Observed::default()
+        };
+        assert_eq!(seen.stopped(false), Stopped::Bucket);
+        assert_eq!(shared_429().stopped(true), Stopped::Bot);
+    }
+
+    #[test]
+    fn a_sub_limit_hold_past_the_deadline_is_refused_at_once_with_its_wait() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        let (send, _) = known_bucket(&limiter, &clock);
+        let start = clock.now();
+        let slot = take_now(&limiter, &clock, send).unwrap();
+        limiter.rate_limited(slot, &hidden_limit_429(), 582 * SECOND, false, start);
+        let refused = limiter
+            .acquire(send, &clock, start + 10 * SECOND)
+            .unwrap_err();
+        assert_eq!(refused.wait, 582 * SECOND + SAFETY_MARGIN);
+        assert_eq!(clock.now(), start, "refused without waiting");
+    }
+
+    #[test]
+    fn ended_holds_are_pruned() {
+        let clock = ManualClock::new();
+        let limiter = limiter();
+        for top in 1..=3 {
+            let slot = take_now(&limiter, &clock, route(top)).unwrap();
+            limiter.rate_limited(slot, &shared_429(), SECOND, false, clock.now());
+        }
+        assert_eq!(limiter.holds(), 3);
+        clock.advance(SECOND + SAFETY_MARGIN);
+        limiter.sweep(clock.now());
+        assert_eq!(limiter.holds(), 0);
+    }
+
+    #[test]
+    fn holds_are_bounded_and_past_the_bound_a_sub_limit_stops_its_bucket() {
+        let clock = ManualClock::new();
+        let limiter = BotLimiter::new(10_000);
+        for top in 0..MAX_HOLDS as u64 {
+            let slot = take_now(&limiter, &clock, route(top)).unwrap();
+            let stopped =
+                limiter.rate_limited(slot, &shared_429(), 60 * SECOND, false, clock.now());
+            assert_eq!(stopped, Stopped::Route);
+        }
+        let (send, edit) = known_bucket_of(&limiter, &clock, MAX_HOLDS as u64);
+        let slot = take_now(&limiter, &clock, send).unwrap();
+        let stopped = limiter.rate_limited(slot, &shared_429(), 60 * SECOND, false, clock.now());
+        assert_eq!(stopped, Stopped::Bucket);
+        assert_eq!(limiter.holds(), MAX_HOLDS);
+        assert!(
+            take_now(&limiter, &clock, edit).is_err(),
+            "its bucket waits"
+        );
     }
 
     #[test]
