@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser};
 
 use crate::api::passthrough::RouteGroups;
-use crate::api::writes::DefaultMentions;
+use crate::api::writes::{DEFAULT_MAX_UPLOAD_BYTES, DefaultMentions};
 use crate::discord::guard::DEFAULT_INVALID_THRESHOLD;
 use crate::discord::ratelimit::DEFAULT_GLOBAL_PER_SECOND;
 use crate::http::clients::TrustedProxies;
@@ -136,6 +136,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
 
+    /// Bytes a message upload (multipart/form-data on the message routes)
+    /// may have in all; a larger one gets 413 before it is read. At most 4
+    /// are received at once, each held at most twice in memory: size the
+    /// memory limit by 8 times this.
+    #[arg(long, env = "MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1..=104_857_600))]
+    pub max_upload_bytes: u64,
+
     /// Requests per second each client IP, and each session, may make
     /// (a token bucket; more get 429 with Retry-After). 0 turns it off.
     #[arg(long, env = "CLIENT_RATE_LIMIT", default_value_t = 100,
@@ -239,6 +247,10 @@ impl Config {
 
     pub fn client_timeout(&self) -> Duration {
         Duration::from_millis(self.client_timeout_ms)
+    }
+
+    pub fn max_upload_bytes(&self) -> usize {
+        usize::try_from(self.max_upload_bytes).expect("at most 100 MiB fits a usize")
     }
 
     /// Checks that clap's per-option parsing cannot express: the options

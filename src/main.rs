@@ -174,7 +174,8 @@ fn run(config: &Config) -> Result<(), String> {
             config.default_allowed_mentions,
             // A write may wait its rate-limit budget, then take two calls.
             config.max_ratelimit_wait() + config.upstream_timeout() * 2 + Duration::from_secs(5),
-        ),
+        )
+        .with_max_upload_bytes(config.max_upload_bytes()),
     });
     let sweep_api = Arc::clone(&api);
     store::sessions::spawn_sweeper(

@@ -155,6 +155,26 @@ impl Handler for Api {
             _place: Some(place),
         })))
     }
+
+    /// Uploads may be `--max-upload-bytes` and take one of the upload
+    /// slots while read and answered; everything else keeps the 64 KiB
+    /// bound. The session is checked first, so clients without one cannot
+    /// hold the slots; the front writes a refusal and closes, body unread.
+    fn body_limit(
+        &self,
+        head: &Request,
+        declared: usize,
+    ) -> Result<crate::http::server::BodyAllowance, Response> {
+        if !crate::api::writes::is_upload(head) {
+            return Ok(Default::default());
+        }
+        if let Err(error) = self.authenticate(head) {
+            return Err(self.refuse_with(Some(head), error));
+        }
+        self.writes
+            .upload_allowance(declared)
+            .ok_or_else(|| crate::api::writes::uploads_busy(|e| self.refuse_with(Some(head), e)))
+    }
 }
 
 impl Api {

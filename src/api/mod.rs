@@ -1,7 +1,7 @@
 //! api: the service's HTTP API of `API.md`: the route table (`routes`), the
 //! handler the front calls (`handler`), the endpoints by resource (`auth`,
 //! `reads`, `writes`, and Discord's own API behind `passthrough`), the
-//! `Idempotency-Key` rules (`idempotency`), query parsing (`query`), the one error type (`error`) and the
+//! `Idempotency-Key` rules (`idempotency`), upload bodies (`multipart`), query parsing (`query`), the one error type (`error`) and the
 //! OpenAPI document (`openapi.json`).
 //!
 //! Owns: every path, every status code and every JSON body the service
@@ -19,6 +19,7 @@ pub mod auth;
 pub mod error;
 pub mod handler;
 pub mod idempotency;
+pub mod multipart;
 pub mod passthrough;
 pub mod query;
 pub mod reads;

@@ -5,13 +5,19 @@
 //! Architecture invariants:
 //! - a message send always carries a nonce with `enforce_nonce`, so a
 //!   re-send (ours or the client's, with the returned key) cannot post
-//!   twice; a client's own `nonce` or `enforce_nonce` is refused;
+//!   twice; a client's own `nonce` or `enforce_nonce` is refused, in a JSON
+//!   body and in an upload's `payload_json` alike;
 //! - what reaches Discord is built from validated parts: IDs, an encoded
 //!   emoji, a body that parsed as a JSON object (with our additions), an
-//!   audit reason we percent-encoded.
+//!   upload that parsed strictly (`multipart`) with only its `payload_json`
+//!   replaced, an audit reason we percent-encoded;
+//! - at most `UPLOAD_SLOTS` uploads are read or answered at once, each
+//!   held at most twice (as received, and rewritten), so memory stays
+//!   bounded by about 2 × `UPLOAD_SLOTS` × `--max-upload-bytes`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
@@ -19,12 +25,14 @@ use serde_json::{Map, Value};
 
 use crate::api::error::ApiError;
 use crate::api::idempotency::{Keyed, fingerprint, key_of, mint_key, nonce, run_once};
+use crate::api::multipart::{self, Form};
 use crate::api::query::Query;
 use crate::api::reads::Call;
+use crate::api::routes::{Endpoint, resolve};
 use crate::discord::emoji::Emoji;
 use crate::discord::route::{WriteRoute, age};
 use crate::discord::{Body, Outgoing, Reply, Snowflake};
-use crate::http::server::{Request, Response};
+use crate::http::server::{BodyAllowance, MAX_BODY, Request, Response};
 use crate::store::idempotency::{IdempotencyStore, KeyScope};
 
 /// API.md, bulk delete: "2 to 100 distinct IDs, none older than 14 days".
@@ -37,6 +45,16 @@ const AUDIT_REASON_MAX: usize = 512;
 /// two; past this many the map starts over.
 const MAX_DM_CHANNELS: usize = 10_000;
 pub(super) const JSON: &str = "application/json";
+const MULTIPART: &str = "multipart/form-data";
+/// API.md: "at most 4 uploads are read at once (more get 503 with
+/// `Retry-After`)". Each may hold twice `--max-upload-bytes`.
+pub const UPLOAD_SLOTS: usize = 4;
+/// `--max-upload-bytes`' default: Discord's largest message request, 25 MiB
+/// (message.mdx).
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 26_214_400;
+/// What a 503 for busy upload slots tells the client to wait: uploads end
+/// in seconds on a fast link, and the client has sent little if anything.
+const UPLOAD_RETRY_AFTER: &str = "1";
 
 /// `--default-allowed-mentions`: what a message without `allowed_mentions`
 /// gets, so relayed text cannot ping `@everyone` or a role.
@@ -82,6 +100,10 @@ pub struct WriteSettings {
     /// How long a key stays claimed by a running request: past it, the
     /// request's instance is presumed dead.
     pub lease: Duration,
+    /// `--max-upload-bytes`: the largest multipart body of a message route.
+    pub max_upload_bytes: usize,
+    /// Upload slots taken (`UploadSlot`s alive).
+    uploads: Arc<AtomicUsize>,
     dm_channels: Mutex<HashMap<(u64, u64), Snowflake>>,
 }
 
@@ -98,7 +120,115 @@ impl WriteSettings {
             nonce_secret,
             default_mentions,
             lease,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            uploads: Arc::default(),
             dm_channels: Mutex::default(),
+        }
+    }
+
+    pub fn with_max_upload_bytes(mut self, bytes: usize) -> WriteSettings {
+        self.max_upload_bytes = bytes;
+        self
+    }
+
+    /// What the front may read of an upload declaring `declared` bytes:
+    /// `--max-upload-bytes` and an upload slot held until it is answered;
+    /// `None` when every slot is taken. One too large takes no slot: the
+    /// front refuses it unread.
+    pub(super) fn upload_allowance(&self, declared: usize) -> Option<BodyAllowance> {
+        if declared > self.max_upload_bytes {
+            return Some(BodyAllowance::up_to(self.max_upload_bytes));
+        }
+        self.uploads
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
+                (taken < UPLOAD_SLOTS).then_some(taken + 1)
+            })
+            .ok()?;
+        Some(BodyAllowance {
+            limit: self.max_upload_bytes,
+            hold: Some(Box::new(UploadSlot(Arc::clone(&self.uploads)))),
+        })
+    }
+}
+
+/// One of the `UPLOAD_SLOTS`, given back when the request is answered.
+struct UploadSlot(Arc<AtomicUsize>);
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether a request is an upload: `multipart/form-data` on a message
+/// route (API.md: "on the message routes only").
+pub(super) fn is_upload(request: &Request) -> bool {
+    matches!(request.method(), "POST" | "PATCH")
+        && media_type(request).eq_ignore_ascii_case(MULTIPART)
+        && matches!(
+            resolve(request.method(), request.path()),
+            Ok(Endpoint::SendMessage | Endpoint::EditMessage | Endpoint::SendDm)
+        )
+}
+
+/// The 503 for an upload that finds every slot taken, with its
+/// `Retry-After`.
+pub(super) fn uploads_busy(mut refused: impl FnMut(ApiError) -> Response) -> Response {
+    let mut response = refused(ApiError::Unavailable(format!(
+        "{UPLOAD_SLOTS} uploads are being received already; retry shortly"
+    )));
+    response.header("Retry-After", UPLOAD_RETRY_AFTER);
+    response
+}
+
+/// A message's body as the client sent it, checked: a JSON object, or an
+/// upload and its `payload_json` (`{}` when it has none).
+enum MessageBody<'r> {
+    Json(Map<String, Value>),
+    Upload {
+        form: Form<'r>,
+        payload: Map<String, Value>,
+    },
+}
+
+/// A body as Discord gets it.
+struct Encoded {
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+impl Encoded {
+    fn body(&self) -> Body<'_> {
+        Body {
+            content_type: &self.content_type,
+            bytes: &self.bytes,
+        }
+    }
+}
+
+impl MessageBody<'_> {
+    /// The bytes to send, with `added` fields in the JSON (a send's nonce).
+    /// Built once per request: the client's re-send of a send is a new
+    /// request, and ours sends these same bytes again.
+    fn encode(&self, added: &[(&str, Value)]) -> Encoded {
+        let (fields, form) = match self {
+            MessageBody::Json(fields) => (fields, None),
+            MessageBody::Upload { form, payload } => (payload, Some(form)),
+        };
+        let mut fields = fields.clone();
+        for (name, value) in added {
+            fields.insert((*name).into(), value.clone());
+        }
+        let json = serde_json::to_vec(&fields).expect("a JSON map always serializes");
+        match form {
+            None => Encoded {
+                content_type: JSON.into(),
+                bytes: json,
+            },
+            Some(form) => Encoded {
+                content_type: form.content_type(),
+                bytes: form.with_payload(&json),
+            },
         }
     }
 }
@@ -182,19 +312,46 @@ impl Writer<'_> {
         run_once(keyed, write)
     }
 
-    /// The message body of a send or an edit, with the default
-    /// `allowed_mentions`.
-    fn message_body(&self) -> Result<Map<String, Value>, ApiError> {
-        let mut body = json_object(self.request)?;
+    /// The message body of a send or an edit, JSON or an upload, with the
+    /// default `allowed_mentions`.
+    fn message_body(&self) -> Result<MessageBody<'_>, ApiError> {
+        let (mut fields, form) = if media_type(self.request).eq_ignore_ascii_case(MULTIPART) {
+            let content_type = self.request.header("content-type").unwrap_or("");
+            let form = multipart::parse(content_type, &self.request.body)?;
+            let fields = match form.payload() {
+                // The JSON bound holds for the JSON inside an upload too.
+                Some(json) if json.len() > MAX_BODY => {
+                    return Err(ApiError::bad_request(format!(
+                        "`payload_json` is over {MAX_BODY} bytes, the bound of JSON bodies"
+                    )));
+                }
+                Some(json) => parse_object(json, "`payload_json`")?,
+                None => Map::new(),
+            };
+            (fields, Some(form))
+        } else if media_type(self.request).eq_ignore_ascii_case(JSON) {
+            (json_object(self.request)?, None)
+        } else {
+            return Err(ApiError::UnsupportedMediaType(
+                "send the message as `Content-Type: application/json`, or with files as \
+                 `multipart/form-data` (a `payload_json` part and `files[n]` parts)",
+            ));
+        };
         for field in ["nonce", "enforce_nonce"] {
-            if body.contains_key(field) {
+            if fields.contains_key(field) {
                 return Err(ApiError::bad_request(format!(
                     "`{field}` is set by this service (see Idempotency-Key); leave it out"
                 )));
             }
         }
-        self.settings.default_mentions.apply(&mut body);
-        Ok(body)
+        self.settings.default_mentions.apply(&mut fields);
+        Ok(match form {
+            Some(form) => MessageBody::Upload {
+                form,
+                payload: fields,
+            },
+            None => MessageBody::Json(fields),
+        })
     }
 
     /// Sends a message with its nonce and `enforce_nonce`: Discord returns
@@ -202,19 +359,11 @@ impl Writer<'_> {
     fn post_message(
         &self,
         channel: Snowflake,
-        mut body: Map<String, Value>,
+        body: &MessageBody<'_>,
         nonce: &str,
     ) -> Result<Response, ApiError> {
-        body.insert("nonce".into(), nonce.into());
-        body.insert("enforce_nonce".into(), true.into());
-        let bytes = serde_json::to_vec(&body).expect("a JSON map always serializes");
-        let reply = self.send(
-            WriteRoute::CreateMessage { channel },
-            Some(Body {
-                content_type: JSON,
-                bytes: &bytes,
-            }),
-        )?;
+        let encoded = body.encode(&[("nonce", nonce.into()), ("enforce_nonce", true.into())]);
+        let reply = self.send(WriteRoute::CreateMessage { channel }, Some(encoded.body()))?;
         Ok(Response::json(201, reply.body))
     }
 
@@ -223,7 +372,7 @@ impl Writer<'_> {
         let body = self.message_body()?;
         let key = key_of(self.request)?.unwrap_or_else(mint_key);
         let result = self.once(Some(&key), channel.get(), true, |nonce| {
-            self.post_message(channel, body, nonce)
+            self.post_message(channel, &body, nonce)
         });
         Ok(with_key(result, &key))
     }
@@ -234,7 +383,7 @@ impl Writer<'_> {
         let key = key_of(self.request)?.unwrap_or_else(mint_key);
         let result = self.once(Some(&key), user.get(), true, |nonce| {
             let channel = self.dm_channel(user)?;
-            self.post_message(channel, body, nonce)
+            self.post_message(channel, &body, nonce)
         });
         Ok(with_key(result, &key))
     }
@@ -277,13 +426,10 @@ impl Writer<'_> {
         let body = self.message_body()?;
         let key = key_of(self.request)?;
         self.once(key.as_deref(), channel.get(), false, |_| {
-            let bytes = serde_json::to_vec(&body).expect("a JSON map always serializes");
+            let encoded = body.encode(&[]);
             let reply = self.send(
                 WriteRoute::EditMessage { channel, message },
-                Some(Body {
-                    content_type: JSON,
-                    bytes: &bytes,
-                }),
+                Some(encoded.body()),
             )?;
             Ok(Response::json(200, reply.body))
         })
@@ -362,20 +508,31 @@ fn with_key(result: Result<Response, ApiError>, key: &str) -> Response {
     response
 }
 
+/// The Content-Type without its parameters.
+fn media_type(request: &Request) -> &str {
+    let content_type = request.header("content-type").unwrap_or("");
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
 /// The request body as a JSON object.
 fn json_object(request: &Request) -> Result<Map<String, Value>, ApiError> {
-    let content_type = request.header("content-type").unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case(JSON) {
+    if !media_type(request).eq_ignore_ascii_case(JSON) {
         return Err(ApiError::UnsupportedMediaType(
             "send the body as `Content-Type: application/json`",
         ));
     }
-    match serde_json::from_slice::<Value>(&request.body) {
+    parse_object(&request.body, "the body")
+}
+
+/// `bytes` as a JSON object; `what` names them in the error.
+fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "{what} must be a JSON object"
+        ))),
         Err(e) => Err(ApiError::bad_request(format!(
-            "the body is not valid JSON: {e}"
+            "{what} is not valid JSON: {e}"
         ))),
     }
 }

@@ -13,9 +13,11 @@
 //!
 //! Architecture invariants:
 //! - no buffer grows past its limit: a head is refused past `MAX_HEAD`, a body
-//!   past `MAX_BODY` is refused from its `Content-Length` before any of it is
-//!   read, and nothing else is buffered;
-//! - every read and write has a deadline (`client_timeout`);
+//!   past what the handler allows for it (`Handler::body_limit`: `MAX_BODY`
+//!   unless it says otherwise) is refused from its `Content-Length` before
+//!   any of it is read, and nothing else is buffered;
+//! - every read and write has a deadline (`client_timeout`; a body over
+//!   `MAX_BODY` gets more, in proportion to its size: `body_deadline`);
 //! - responses on a connection are written in request order (pipelining);
 //! - this module knows HTTP framing, not routes, sessions or Discord.
 
@@ -50,6 +52,13 @@ const LINGER_BYTES: usize = 256 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
+/// A body over `MAX_BODY` (an upload) is read straight into its own buffer,
+/// which grows this much at a time: what it holds is what arrived, so a
+/// client that declares 25 MiB and sends little costs little.
+const LARGE_READ: usize = 64 * 1024;
+/// The slowest upload a client may send, in bytes per second, on average
+/// (see `body_deadline`).
+const UPLOAD_FLOOR_RATE: u64 = 64 * 1024;
 /// How long the accept loop backs off when `accept` fails (EMFILE and kin),
 /// instead of spinning or dying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -246,6 +255,13 @@ pub trait Handler: Send + Sync + 'static {
     fn admit(&self, _request: &Request) -> Result<Option<Ticket>, Response> {
         Ok(None)
     }
+    /// Runs once the head is read, before any of the body is (`declared` is
+    /// its `Content-Length`): routes that take large bodies say so here, so
+    /// every other request stays bounded by `MAX_BODY`. `Err` is written as
+    /// the answer and the connection closed, the body unread.
+    fn body_limit(&self, _head: &Request, _declared: usize) -> Result<BodyAllowance, Response> {
+        Ok(BodyAllowance::default())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -256,6 +272,28 @@ pub struct Limits {
     pub max_connections: usize,
     /// Requests running the handler at once (`--workers`).
     pub workers: usize,
+}
+
+/// How much body the front may read for a request, decided from its head.
+pub struct BodyAllowance {
+    /// The most bytes of body; a larger `Content-Length` is refused (413)
+    /// before any of it is read.
+    pub limit: usize,
+    /// What the handler reserved for the request (an upload slot), kept
+    /// until it is answered, or dropped with a refusal.
+    pub hold: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl BodyAllowance {
+    pub fn up_to(limit: usize) -> BodyAllowance {
+        BodyAllowance { limit, hold: None }
+    }
+}
+
+impl Default for BodyAllowance {
+    fn default() -> Self {
+        BodyAllowance::up_to(MAX_BODY)
+    }
 }
 
 /// The `workers` permits: how many requests run the handler at once.
@@ -421,6 +459,8 @@ enum ReadError {
     Gone,
     /// Answer with this error, then close.
     Refuse(Refusal, Option<Box<Request>>),
+    /// Answer with the handler's own refusal (`body_limit`), then close.
+    Answer(Box<Response>),
 }
 
 struct Connection<'a> {
@@ -442,6 +482,11 @@ struct Head {
     keep_alive: bool,
     http10: bool,
     expect_continue: bool,
+    /// Bytes of `buf` the request still occupies, drained once it is
+    /// answered (a large body was moved out of `buf` already).
+    buffered: usize,
+    /// Kept until the request is answered (`BodyAllowance::hold`).
+    hold: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl<'a> Connection<'a> {
@@ -471,8 +516,14 @@ impl<'a> Connection<'a> {
                     self.linger_close();
                     return;
                 }
+                Err(ReadError::Answer(response)) => {
+                    let _ = write_response(&mut self.stream, &response, false, false);
+                    self.linger_close();
+                    return;
+                }
             };
-            let consumed = head.head_len + head.body_len;
+            let consumed = head.buffered;
+            let hold = head.hold;
             let mut keep_alive = head.keep_alive;
             self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
             // A panic in admit is a 500, as in handle, and the counters stay
@@ -494,6 +545,7 @@ impl<'a> Connection<'a> {
                 }
                 Err(refusal) => refusal,
             };
+            drop(hold);
             self.buf.drain(..consumed);
             if self.shared.stopping.load(Ordering::SeqCst) {
                 keep_alive = false;
@@ -561,13 +613,55 @@ impl<'a> Connection<'a> {
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .map_err(|_| ReadError::Gone)?;
         }
-        while self.buf.len() < head.head_len + head.body_len {
-            self.read_more(time_left(deadline)?)?;
-        }
         let mut head = head;
-        head.request.body = self.buf[head.head_len..head.head_len + head.body_len].to_vec();
+        if head.body_len > MAX_BODY {
+            let deadline = body_deadline(deadline, head.body_len);
+            head.request.body = self.read_large_body(head.head_len, head.body_len, deadline)?;
+            head.buffered = 0;
+        } else {
+            while self.buf.len() < head.head_len + head.body_len {
+                self.read_more(time_left(deadline)?)?;
+            }
+            head.request.body = self.buf[head.head_len..head.head_len + head.body_len].to_vec();
+        }
         head.request.received = Instant::now();
         Ok(head)
+    }
+
+    /// A body over `MAX_BODY` (an upload the handler allowed), read into a
+    /// buffer of its own instead of `buf`: copying megabytes out of `buf`
+    /// would hold the body twice, and `buf` would keep the capacity for the
+    /// connection's life. Each read still waits at most `client_timeout`,
+    /// so a stalled upload is closed as soon as any other request.
+    fn read_large_body(
+        &mut self,
+        head_len: usize,
+        body_len: usize,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, ReadError> {
+        let arrived = (self.buf.len() - head_len).min(body_len);
+        let mut body = Vec::with_capacity(body_len);
+        body.extend_from_slice(&self.buf[head_len..head_len + arrived]);
+        self.buf.drain(..head_len + arrived);
+        let stall = self.shared.limits.client_timeout;
+        while body.len() < body_len {
+            let wait = time_left(deadline)?.min(stall);
+            if self.read_timeout != Some(wait) {
+                self.stream
+                    .set_read_timeout(Some(wait))
+                    .map_err(|_| ReadError::Gone)?;
+                self.read_timeout = Some(wait);
+            }
+            let filled = body.len();
+            body.resize(filled + (body_len - filled).min(LARGE_READ), 0);
+            match self.stream.read(&mut body[filled..]) {
+                Ok(0) => return Err(ReadError::Gone),
+                Ok(n) => body.truncate(filled + n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => body.truncate(filled),
+                Err(_) => return Err(ReadError::Gone),
+            }
+        }
+        Ok(body)
     }
 
     /// One `read` into `buf`, waiting at most `wait`, never past `MAX_HEAD +
@@ -642,9 +736,25 @@ impl<'a> Connection<'a> {
             Ok(n) => n,
             Err(error) => return Err(ReadError::Refuse(error, Some(Box::new(request)))),
         };
-        if body_len > MAX_BODY {
+        // A panic here is a 500, as in admit and handle.
+        let allowed = catch_unwind(AssertUnwindSafe(|| {
+            self.shared.handler.body_limit(&request, body_len)
+        }));
+        let allowance = match allowed {
+            Ok(Ok(allowance)) => allowance,
+            Ok(Err(response)) => return Err(ReadError::Answer(Box::new(response))),
+            Err(_) => {
+                return Err(ReadError::Refuse(
+                    Refusal::Panicked,
+                    Some(Box::new(request)),
+                ));
+            }
+        };
+        if body_len > allowance.limit {
             return Err(ReadError::Refuse(
-                Refusal::PayloadTooLarge { limit: MAX_BODY },
+                Refusal::PayloadTooLarge {
+                    limit: allowance.limit,
+                },
                 Some(Box::new(request)),
             ));
         }
@@ -658,6 +768,8 @@ impl<'a> Connection<'a> {
             keep_alive,
             http10,
             expect_continue,
+            buffered: head_len + body_len,
+            hold: allowance.hold,
         })
     }
 
@@ -678,6 +790,19 @@ impl<'a> Connection<'a> {
             }
         }
     }
+}
+
+/// When reading a body over `MAX_BODY` must end: the request's deadline
+/// (`client_timeout` from its first byte) plus its size at
+/// `UPLOAD_FLOOR_RATE`, 64 KiB/s: 400 s more for 25 MiB. A fixed deadline
+/// would either refuse honest uploads from slow links or let a 64 KiB
+/// request dawdle for minutes. 64 KiB/s (about 0.5 Mbit/s) is below the
+/// upload rate of a weak mobile link, and a client that slow cannot hold
+/// much: at most the handler's few upload slots, each a connection thread
+/// and the bytes that arrived, never a worker.
+fn body_deadline(deadline: Instant, body_len: usize) -> Instant {
+    let seconds = body_len as f64 / UPLOAD_FLOOR_RATE as f64;
+    deadline + Duration::from_secs_f64(seconds)
 }
 
 fn malformed(message: &str) -> ReadError {
