@@ -16,6 +16,9 @@
 //!   against the whole generated route table (237 operations): hits from
 //!   the first and deepest templates of a busy first segment, an emoji
 //!   route that decodes and parses its emoji, a 405 and a miss.
+//! - `idempotency`: a replay, `MemoryIdempotency::claim` of a key answered
+//!   before (among 100,000) with a ~1 KB message kept, beside what the
+//!   issue bounds it by: a session lookup plus one copy of that answer.
 
 use std::cell::Cell;
 use std::hint::black_box;
@@ -61,6 +64,10 @@ mod sessions {
     fn found(lookup: Result<Option<Arc<Bot>>, StoreError>) -> bool {
         matches!(lookup, Ok(Some(_)))
     }
+
+    /// One session in a store of `SESSIONS`, for `idempotency`'s bound.
+    pub(super) static FIXTURE_FOR_IDEMPOTENCY: LazyLock<(&'static MemoryStore, SessionId)> =
+        LazyLock::new(|| (&FIXTURE.store, FIXTURE.ids[0].clone()));
 
     static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         let bots = BotRegistry::new(50, 128);
@@ -286,5 +293,58 @@ mod catalog_find {
     #[divan::bench]
     fn mix() -> usize {
         MIX.iter().filter(|r| find(r)).count()
+    }
+}
+
+mod idempotency {
+    use super::*;
+    use discord_bot_backend::store::idempotency::{
+        Answer, Claimed, Finished, IdempotencyStore, KeyScope, MemoryIdempotency,
+    };
+
+    const KEYS: usize = 100_000;
+    /// About what Discord answers a message send with.
+    const ANSWER_BYTES: usize = 1_000;
+    const LEASE: Duration = Duration::from_secs(30);
+
+    static STORE: LazyLock<MemoryIdempotency> = LazyLock::new(|| {
+        let store = MemoryIdempotency::default();
+        for n in 0..KEYS {
+            let key = format!("bench-key-{n}");
+            let scope = KeyScope { bot: 1, key: &key };
+            store.claim(scope, &[7; 16], "nonce", LEASE).unwrap();
+            let answer = Answer {
+                status: 201,
+                body: vec![b'x'; ANSWER_BYTES],
+            };
+            store.finish(scope, Finished::Answered(answer)).unwrap();
+        }
+        store
+    });
+
+    #[divan::bench]
+    fn replay(bencher: Bencher) {
+        let store = &*STORE;
+        bencher.bench(|| {
+            let scope = KeyScope {
+                bot: 1,
+                key: black_box("bench-key-4242"),
+            };
+            matches!(
+                store.claim(scope, &[7; 16], "nonce", LEASE),
+                Ok(Claimed::Replay(_))
+            )
+        });
+    }
+
+    /// The bound: a session lookup and one copy of the kept answer.
+    #[divan::bench]
+    fn session_lookup_and_one_copy(bencher: Bencher) {
+        let sessions = &*super::sessions::FIXTURE_FOR_IDEMPOTENCY;
+        let answer = vec![b'x'; ANSWER_BYTES];
+        bencher.bench(|| {
+            let found = sessions.0.get(black_box(&sessions.1)).is_ok();
+            (found, black_box(&answer).clone())
+        });
     }
 }

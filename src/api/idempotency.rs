@@ -13,7 +13,9 @@ use sha2::{Digest, Sha256};
 
 use crate::api::error::ApiError;
 use crate::http::server::{Request, Response};
-use crate::store::idempotency::{Answer, Claimed, Finished, IdempotencyStore, KeyScope};
+use crate::store::idempotency::{
+    Answer, Claimed, Fingerprint, Finished, IdempotencyStore, KeyScope,
+};
 
 /// API.md: "1 to 255 characters of `A-Za-z0-9_.:-`".
 const MAX_KEY_LEN: usize = 255;
@@ -57,7 +59,7 @@ pub(super) fn key_of(request: &Request) -> Result<Option<String>, ApiError> {
 
 /// What makes two requests "the same request" for a key: method, route,
 /// IDs and body (API.md: a different one is 422).
-pub(super) fn fingerprint(request: &Request, body: &[u8]) -> [u8; 32] {
+pub(super) fn fingerprint(request: &Request, body: &[u8]) -> Fingerprint {
     let mut hash = Sha256::new();
     for part in [
         request.method().as_bytes(),
@@ -68,7 +70,11 @@ pub(super) fn fingerprint(request: &Request, body: &[u8]) -> [u8; 32] {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part);
     }
-    hash.finalize().into()
+    let digest = hash.finalize();
+    let mut fingerprint = Fingerprint::default();
+    let len = fingerprint.len();
+    fingerprint.copy_from_slice(&digest[..len]);
+    fingerprint
 }
 
 /// The nonce of a message send: derived from the bot, the channel (or the
@@ -92,7 +98,7 @@ pub(super) fn nonce(secret: &[u8; 32], bot: u64, target: u64, key: &str) -> Stri
 pub(super) struct Keyed<'a> {
     pub(super) store: &'a dyn IdempotencyStore,
     pub(super) scope: KeyScope<'a>,
-    pub(super) fingerprint: [u8; 32],
+    pub(super) fingerprint: Fingerprint,
     /// The nonce to use if the key is new.
     pub(super) nonce: String,
     pub(super) lease: Duration,

@@ -13,8 +13,9 @@
 //! claim, then the key is new again; nothing here knows HTTP beyond a
 //! status number and the body bytes to replay.
 
-use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, RandomState};
+use std::time::{Duration, SystemTime};
 
 use parking_lot::Mutex;
 
@@ -28,6 +29,11 @@ pub const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// (message.mdx, `enforce_nonce`), a window it does not state; this stays
 /// well inside it.
 pub const NONCE_WINDOW: Duration = Duration::from_secs(60);
+
+/// What identifies a request for its key: a digest of method, route, IDs
+/// and body. 128 bits: an accidental match is out of reach, and 100,000
+/// keys fit the memory budget (`make bench-writes`).
+pub type Fingerprint = [u8; 16];
 
 /// Whose key: the bot's Discord user ID, and the key as the client sent it.
 #[derive(Debug, Clone, Copy)]
@@ -81,7 +87,7 @@ pub trait IdempotencyStore: Send + Sync {
     fn claim(
         &self,
         scope: KeyScope<'_>,
-        fingerprint: &[u8; 32],
+        fingerprint: &Fingerprint,
         nonce: &str,
         lease: Duration,
     ) -> Result<Claimed, StoreError>;
@@ -94,85 +100,101 @@ pub trait IdempotencyStore: Send + Sync {
     fn release(&self, scope: KeyScope<'_>);
 }
 
-/// Where one key's request stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum State {
-    Running { until_ms: i64 },
-    Done(Finished),
+/// Discord takes a nonce of at most 25 characters; kept inline, so a
+/// record costs no allocation beyond its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nonce {
+    bytes: [u8; 25],
+    len: u8,
 }
 
-/// One key's record, as every store keeps it.
+impl Nonce {
+    /// The first 25 bytes of `text`, cut at a character boundary.
+    pub fn new(text: &str) -> Nonce {
+        let mut len = text.len().min(25);
+        while !text.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; 25];
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        Nonce {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+/// Where one key's request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Running,
+    Answered,
+    /// Unknown, and a message send: resent with its nonce within the
+    /// window.
+    UnknownResendable,
+}
+
+/// One key's record, as every store keeps it: flat, so 100,000 of them
+/// fit 16 MiB in memory (`make bench-writes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    pub fingerprint: [u8; 32],
-    pub nonce: String,
+    fingerprint: Fingerprint,
+    nonce: Nonce,
+    /// When the key was first claimed: it lives `RETENTION` from here.
     pub created_ms: i64,
-    /// When the latest outcome became known (for `NONCE_WINDOW`).
-    pub finished_ms: i64,
-    pub state: State,
+    /// While running, when its lease ends; after, when it finished (the
+    /// start of `NONCE_WINDOW`).
+    at_ms: i64,
+    kind: Kind,
+    status: u16,
+    body: Box<[u8]>,
 }
 
 impl Record {
-    /// The record as bytes, for the stores that keep it outside this
-    /// process: fingerprint, times, state, status, nonce, body.
-    pub fn encode(&self) -> Vec<u8> {
-        let (tag, until_ms, answer) = match &self.state {
-            State::Running { until_ms } => (0u8, *until_ms, None),
-            State::Done(Finished::Answered(a)) => (1, 0, Some(a)),
-            State::Done(Finished::Unknown {
-                answer,
-                resendable: true,
-            }) => (2, 0, Some(answer)),
-            State::Done(Finished::Unknown {
-                answer,
-                resendable: false,
-            }) => (3, 0, Some(answer)),
-        };
-        let body = answer.map_or(&[][..], |a| &a.body[..]);
-        let mut out = Vec::with_capacity(70 + self.nonce.len() + body.len());
-        out.extend_from_slice(&self.fingerprint);
-        out.extend_from_slice(&self.created_ms.to_be_bytes());
-        out.extend_from_slice(&self.finished_ms.to_be_bytes());
-        out.extend_from_slice(&until_ms.to_be_bytes());
-        out.push(tag);
-        out.extend_from_slice(&answer.map_or(0, |a| a.status).to_be_bytes());
-        out.push(self.nonce.len().min(255) as u8);
-        out.extend_from_slice(&self.nonce.as_bytes()[..self.nonce.len().min(255)]);
-        out.extend_from_slice(body);
-        out
+    fn running(fingerprint: Fingerprint, nonce: Nonce, created_ms: i64, until_ms: i64) -> Record {
+        Record {
+            fingerprint,
+            nonce,
+            created_ms,
+            at_ms: until_ms,
+            kind: Kind::Running,
+            status: 0,
+            body: Box::default(),
+        }
     }
 
-    /// The record from `encode`'s bytes; `None` for anything else.
-    pub fn decode(bytes: &[u8]) -> Option<Record> {
-        let fingerprint: [u8; 32] = bytes.get(..32)?.try_into().ok()?;
-        let int = |at: usize| -> Option<i64> {
-            Some(i64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    /// The record once `finished`, at `now_ms`.
+    pub fn finished(&self, finished: Finished, now_ms: i64) -> Record {
+        let (kind, answer) = match finished {
+            Finished::Answered(answer) => (Kind::Answered, answer),
+            Finished::Unknown {
+                answer,
+                resendable: true,
+            } => (Kind::UnknownResendable, answer),
+            // Replayed like an answer: it is the answer to give.
+            Finished::Unknown {
+                answer,
+                resendable: false,
+            } => (Kind::Answered, answer),
         };
-        let (created_ms, finished_ms, until_ms) = (int(32)?, int(40)?, int(48)?);
-        let tag = *bytes.get(56)?;
-        let status = u16::from_be_bytes(bytes.get(57..59)?.try_into().ok()?);
-        let nonce_len = usize::from(*bytes.get(59)?);
-        let nonce = std::str::from_utf8(bytes.get(60..60 + nonce_len)?).ok()?;
-        let answer = || Answer {
-            status,
-            body: bytes[60 + nonce_len..].to_vec(),
-        };
-        let state = match tag {
-            0 => State::Running { until_ms },
-            1 => State::Done(Finished::Answered(answer())),
-            2 | 3 => State::Done(Finished::Unknown {
-                answer: answer(),
-                resendable: tag == 2,
-            }),
-            _ => return None,
-        };
-        Some(Record {
-            fingerprint,
-            nonce: nonce.to_string(),
-            created_ms,
-            finished_ms,
-            state,
-        })
+        Record {
+            at_ms: now_ms,
+            kind,
+            status: answer.status,
+            body: answer.body.into_boxed_slice(),
+            ..self.clone()
+        }
+    }
+
+    fn answer(&self) -> Answer {
+        Answer {
+            status: self.status,
+            body: self.body.to_vec(),
+        }
     }
 
     /// Whether the record is past `RETENTION` at `now_ms`.
@@ -180,13 +202,56 @@ impl Record {
         now_ms - self.created_ms >= RETENTION.as_millis() as i64
     }
 
-    /// The record once `finished`, at `now_ms`.
-    pub fn finished(&self, finished: Finished, now_ms: i64) -> Record {
-        Record {
-            finished_ms: now_ms,
-            state: State::Done(finished),
-            ..self.clone()
-        }
+    /// Bytes it holds, for the memory budget.
+    fn weight(&self) -> usize {
+        std::mem::size_of::<(MemoryKey, Record)>() + self.body.len()
+    }
+
+    /// The record as bytes, for the stores that keep it outside this
+    /// process: fingerprint, times, state, status, nonce, body.
+    pub fn encode(&self) -> Vec<u8> {
+        let nonce = self.nonce.as_str().as_bytes();
+        let mut out = Vec::with_capacity(36 + nonce.len() + self.body.len());
+        out.extend_from_slice(&self.fingerprint);
+        out.extend_from_slice(&self.created_ms.to_be_bytes());
+        out.extend_from_slice(&self.at_ms.to_be_bytes());
+        out.push(match self.kind {
+            Kind::Running => 0,
+            Kind::Answered => 1,
+            Kind::UnknownResendable => 2,
+        });
+        out.extend_from_slice(&self.status.to_be_bytes());
+        out.push(nonce.len() as u8);
+        out.extend_from_slice(nonce);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// The record from `encode`'s bytes; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Record> {
+        let fingerprint: Fingerprint = bytes.get(..16)?.try_into().ok()?;
+        let int = |at: usize| -> Option<i64> {
+            Some(i64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+        };
+        let (created_ms, at_ms) = (int(16)?, int(24)?);
+        let kind = match *bytes.get(32)? {
+            0 => Kind::Running,
+            1 => Kind::Answered,
+            2 => Kind::UnknownResendable,
+            _ => return None,
+        };
+        let status = u16::from_be_bytes(bytes.get(33..35)?.try_into().ok()?);
+        let nonce_len = usize::from(*bytes.get(35)?);
+        let nonce = std::str::from_utf8(bytes.get(36..36 + nonce_len)?).ok()?;
+        Some(Record {
+            fingerprint,
+            nonce: Nonce::new(nonce),
+            created_ms,
+            at_ms,
+            kind,
+            status,
+            body: bytes[36 + nonce_len..].into(),
+        })
     }
 }
 
@@ -195,119 +260,147 @@ impl Record {
 /// record to store, if any, and the answer to the claim.
 pub fn decide(
     existing: Option<&Record>,
-    fingerprint: &[u8; 32],
+    fingerprint: &Fingerprint,
     nonce: &str,
     lease: Duration,
     now_ms: i64,
 ) -> (Option<Record>, Claimed) {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    let running = |nonce: &str, created_ms| Record {
-        fingerprint: *fingerprint,
-        nonce: nonce.to_string(),
-        created_ms,
-        finished_ms: now_ms,
-        state: State::Running {
-            until_ms: now_ms.saturating_add(lease_ms),
-        },
-    };
+    let until = now_ms.saturating_add(lease_ms);
     let Some(record) = existing else {
+        let nonce = Nonce::new(nonce);
         return (
-            Some(running(nonce, now_ms)),
+            Some(Record::running(*fingerprint, nonce, now_ms, until)),
             Claimed::Fresh {
-                nonce: nonce.to_string(),
+                nonce: nonce.as_str().to_string(),
             },
         );
     };
     if record.fingerprint != *fingerprint {
         return (None, Claimed::Mismatch);
     }
+    let resume = || {
+        (
+            Some(Record::running(
+                record.fingerprint,
+                record.nonce,
+                record.created_ms,
+                until,
+            )),
+            Claimed::Resume {
+                nonce: record.nonce.as_str().to_string(),
+            },
+        )
+    };
     let window_ms = NONCE_WINDOW.as_millis() as i64;
-    match &record.state {
-        State::Running { until_ms } if *until_ms > now_ms => (
+    match record.kind {
+        Kind::Running if record.at_ms > now_ms => (
             None,
             Claimed::Running {
-                retry_after: Duration::from_millis((until_ms - now_ms).clamp(1, 1000) as u64),
+                retry_after: Duration::from_millis((record.at_ms - now_ms).clamp(1, 1000) as u64),
             },
         ),
         // The instance running it is gone, and with it the outcome: a
         // message send may go again with its nonce; anything else is
         // reported unknown by the caller (`Resume` carries the nonce, and
         // only message sends use one).
-        State::Running { .. } => (
-            Some(running(&record.nonce, record.created_ms)),
-            Claimed::Resume {
-                nonce: record.nonce.clone(),
-            },
-        ),
-        State::Done(Finished::Answered(answer)) => (None, Claimed::Replay(answer.clone())),
-        State::Done(Finished::Unknown {
-            resendable: true, ..
-        }) if now_ms - record.finished_ms < window_ms => (
-            Some(running(&record.nonce, record.created_ms)),
-            Claimed::Resume {
-                nonce: record.nonce.clone(),
-            },
-        ),
-        State::Done(Finished::Unknown { answer, .. }) => (None, Claimed::Replay(answer.clone())),
+        Kind::Running => resume(),
+        Kind::UnknownResendable if now_ms - record.at_ms < window_ms => resume(),
+        Kind::Answered | Kind::UnknownResendable => (None, Claimed::Replay(record.answer())),
     }
 }
 
-/// Upper bound on the bytes of replayable answers kept in memory; past it
-/// the oldest records go first (a message send still has Discord's nonce).
+/// Upper bound on the bytes of records kept in memory; past it the oldest
+/// tenth goes (a message send still has Discord's nonce).
 const MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// How often memory is swept of records past `RETENTION`.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// A record's key in memory: 128 bits of (bot, key) under two SipHash keys
+/// drawn at start, so the map holds no client text, every key costs 16
+/// bytes however long, and no client can aim a key at another's. SipHash,
+/// not SHA-256: a replay is a lookup, and SHA-256 was half its time
+/// (`make bench-micro`, `idempotency`).
+type MemoryKey = u128;
 
 /// Records in this process only (no `--data-dir`, no `--redis-url`).
-#[derive(Default)]
 pub struct MemoryIdempotency {
     inner: Mutex<Memory>,
+    hashers: (RandomState, RandomState),
 }
 
+impl MemoryIdempotency {
+    fn memory_key(&self, scope: KeyScope<'_>) -> MemoryKey {
+        let high = self.hashers.0.hash_one((scope.bot, scope.key));
+        let low = self.hashers.1.hash_one((scope.bot, scope.key));
+        u128::from(high) << 64 | u128::from(low)
+    }
+}
+
+/// The map's own hasher: its keys are already keyed SipHash digests, so
+/// hashing them again would only spend time.
 #[derive(Default)]
-struct Memory {
-    records: HashMap<(u64, Box<str>), Record>,
-    /// Keys in the order they were created: expiry and eviction pop the
-    /// front.
-    order: VecDeque<(i64, u64, Box<str>)>,
-    bytes: usize,
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
 }
 
-fn record_bytes(record: &Record) -> usize {
-    let body = match &record.state {
-        State::Done(Finished::Answered(a) | Finished::Unknown { answer: a, .. }) => a.body.len(),
-        State::Running { .. } => 0,
-    };
-    body + record.nonce.len() + std::mem::size_of::<Record>()
+struct Memory {
+    records: HashMap<MemoryKey, Record, BuildHasherDefault<Prehashed>>,
+    bytes: usize,
+    /// When it was last swept (Unix ms: the clock the claim already read).
+    swept_ms: i64,
+}
+
+impl Default for MemoryIdempotency {
+    fn default() -> Self {
+        MemoryIdempotency {
+            inner: Mutex::new(Memory {
+                records: HashMap::default(),
+                bytes: 0,
+                swept_ms: unix_ms(SystemTime::now()),
+            }),
+            hashers: (RandomState::new(), RandomState::new()),
+        }
+    }
 }
 
 impl Memory {
-    fn expire(&mut self, now_ms: i64) {
-        let retention = RETENTION.as_millis() as i64;
-        while let Some((created, bot, key)) = self.order.front() {
-            let expired = now_ms - created >= retention;
-            if !expired && self.bytes <= MAX_MEMORY_BYTES {
-                break;
-            }
-            let index = (*bot, key.clone());
-            // A record re-created since has a later entry of its own.
-            if let Some(record) = self.records.get(&index)
-                && record.created_ms == *created
-            {
-                self.bytes -= record_bytes(record);
-                self.records.remove(&index);
-            }
-            self.order.pop_front();
+    /// Drops what is past `RETENTION` (once a minute: a scan of every
+    /// record), and the oldest tenth while over the byte budget.
+    fn tidy(&mut self, now_ms: i64) {
+        if now_ms - self.swept_ms >= SWEEP_EVERY.as_millis() as i64 {
+            self.swept_ms = now_ms;
+            self.records.retain(|_, record| !record.expired(now_ms));
+            self.bytes = self.records.values().map(Record::weight).sum();
+        }
+        if self.bytes > MAX_MEMORY_BYTES {
+            let mut created: Vec<i64> = self.records.values().map(|r| r.created_ms).collect();
+            let tenth = created.len() / 10;
+            let (_, cutoff, _) = created.select_nth_unstable(tenth);
+            let cutoff = *cutoff;
+            self.records.retain(|_, record| record.created_ms > cutoff);
+            self.bytes = self.records.values().map(Record::weight).sum();
         }
     }
 
-    fn put(&mut self, index: (u64, Box<str>), record: Record) {
-        let is_new = !self.records.contains_key(&index);
-        if is_new {
-            self.order
-                .push_back((record.created_ms, index.0, index.1.clone()));
-        }
-        self.bytes += record_bytes(&record);
-        if let Some(old) = self.records.insert(index, record) {
-            self.bytes -= record_bytes(&old);
+    fn put(&mut self, key: MemoryKey, record: Record) {
+        self.bytes += record.weight();
+        if let Some(old) = self.records.insert(key, record) {
+            self.bytes -= old.weight();
         }
     }
 }
@@ -316,43 +409,38 @@ impl IdempotencyStore for MemoryIdempotency {
     fn claim(
         &self,
         scope: KeyScope<'_>,
-        fingerprint: &[u8; 32],
+        fingerprint: &Fingerprint,
         nonce: &str,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
-        let now_ms = unix_ms(std::time::SystemTime::now());
+        let now_ms = unix_ms(SystemTime::now());
+        let key = self.memory_key(scope);
         let mut memory = self.inner.lock();
-        memory.expire(now_ms);
-        let index = (scope.bot, Box::<str>::from(scope.key));
-        let (record, claimed) = decide(
-            memory.records.get(&index),
-            fingerprint,
-            nonce,
-            lease,
-            now_ms,
-        );
+        memory.tidy(now_ms);
+        let existing = memory.records.get(&key).filter(|r| !r.expired(now_ms));
+        let (record, claimed) = decide(existing, fingerprint, nonce, lease, now_ms);
         if let Some(record) = record {
-            memory.put(index, record);
+            memory.put(key, record);
         }
         Ok(claimed)
     }
 
     fn finish(&self, scope: KeyScope<'_>, finished: Finished) -> Result<(), StoreError> {
-        let now_ms = unix_ms(std::time::SystemTime::now());
+        let now_ms = unix_ms(SystemTime::now());
+        let key = self.memory_key(scope);
         let mut memory = self.inner.lock();
-        let index = (scope.bot, Box::<str>::from(scope.key));
-        if let Some(record) = memory.records.get(&index) {
+        if let Some(record) = memory.records.get(&key) {
             let record = record.finished(finished, now_ms);
-            memory.put(index, record);
+            memory.put(key, record);
         }
         Ok(())
     }
 
     fn release(&self, scope: KeyScope<'_>) {
+        let key = self.memory_key(scope);
         let mut memory = self.inner.lock();
-        let index = (scope.bot, Box::<str>::from(scope.key));
-        if let Some(record) = memory.records.remove(&index) {
-            memory.bytes -= record_bytes(&record);
+        if let Some(record) = memory.records.remove(&key) {
+            memory.bytes -= record.weight();
         }
     }
 }
@@ -388,25 +476,25 @@ mod tests {
     #[test]
     fn a_new_key_is_fresh_and_then_running() {
         let store = MemoryIdempotency::default();
-        let claimed = store.claim(scope("k"), &[1; 32], "n1", LEASE).unwrap();
+        let claimed = store.claim(scope("k"), &[1; 16], "n1", LEASE).unwrap();
         assert_eq!(claimed, Claimed::Fresh { nonce: "n1".into() });
-        let again = store.claim(scope("k"), &[1; 32], "n2", LEASE).unwrap();
+        let again = store.claim(scope("k"), &[1; 16], "n2", LEASE).unwrap();
         assert!(matches!(again, Claimed::Running { .. }), "{again:?}");
     }
 
     #[test]
     fn an_answered_key_replays_and_a_different_request_is_a_mismatch() {
         let store = MemoryIdempotency::default();
-        store.claim(scope("k"), &[1; 32], "n", LEASE).unwrap();
+        store.claim(scope("k"), &[1; 16], "n", LEASE).unwrap();
         store
             .finish(scope("k"), Finished::Answered(answer(201)))
             .unwrap();
         assert_eq!(
-            store.claim(scope("k"), &[1; 32], "n", LEASE).unwrap(),
+            store.claim(scope("k"), &[1; 16], "n", LEASE).unwrap(),
             Claimed::Replay(answer(201))
         );
         assert_eq!(
-            store.claim(scope("k"), &[2; 32], "n", LEASE).unwrap(),
+            store.claim(scope("k"), &[2; 16], "n", LEASE).unwrap(),
             Claimed::Mismatch
         );
     }
@@ -414,10 +502,10 @@ mod tests {
     #[test]
     fn keys_belong_to_one_bot() {
         let store = MemoryIdempotency::default();
-        store.claim(scope("k"), &[1; 32], "n", LEASE).unwrap();
+        store.claim(scope("k"), &[1; 16], "n", LEASE).unwrap();
         let other = KeyScope { bot: 2, key: "k" };
         assert!(matches!(
-            store.claim(other, &[9; 32], "n", LEASE).unwrap(),
+            store.claim(other, &[9; 16], "n", LEASE).unwrap(),
             Claimed::Fresh { .. }
         ));
     }
@@ -425,14 +513,14 @@ mod tests {
     #[test]
     fn an_unknown_message_send_resumes_with_its_nonce_within_the_window() {
         let store = MemoryIdempotency::default();
-        store.claim(scope("k"), &[1; 32], "first", LEASE).unwrap();
+        store.claim(scope("k"), &[1; 16], "first", LEASE).unwrap();
         let unknown = Finished::Unknown {
             answer: answer(504),
             resendable: true,
         };
         store.finish(scope("k"), unknown).unwrap();
         assert_eq!(
-            store.claim(scope("k"), &[1; 32], "second", LEASE).unwrap(),
+            store.claim(scope("k"), &[1; 16], "second", LEASE).unwrap(),
             Claimed::Resume {
                 nonce: "first".into()
             }
@@ -442,87 +530,83 @@ mod tests {
     #[test]
     fn an_unknown_write_that_cannot_be_resent_replays_its_answer() {
         let store = MemoryIdempotency::default();
-        store.claim(scope("k"), &[1; 32], "n", LEASE).unwrap();
+        store.claim(scope("k"), &[1; 16], "n", LEASE).unwrap();
         let unknown = Finished::Unknown {
             answer: answer(502),
             resendable: false,
         };
         store.finish(scope("k"), unknown).unwrap();
         assert_eq!(
-            store.claim(scope("k"), &[1; 32], "n", LEASE).unwrap(),
+            store.claim(scope("k"), &[1; 16], "n", LEASE).unwrap(),
             Claimed::Replay(answer(502))
         );
     }
 
+    fn record(kind: Kind, at_ms: i64) -> Record {
+        Record {
+            fingerprint: [1; 16],
+            nonce: Nonce::new("n"),
+            created_ms: 0,
+            at_ms,
+            kind,
+            status: 504,
+            body: b"{}".to_vec().into_boxed_slice(),
+        }
+    }
+
     #[test]
     fn past_the_nonce_window_an_unknown_send_replays_instead_of_resending() {
-        let record = Record {
-            fingerprint: [1; 32],
-            nonce: "n".into(),
-            created_ms: 0,
-            finished_ms: 0,
-            state: State::Done(Finished::Unknown {
-                answer: answer(504),
-                resendable: true,
-            }),
-        };
+        let unknown = record(Kind::UnknownResendable, 0);
         let late = NONCE_WINDOW.as_millis() as i64 + 1;
-        let (_, claimed) = decide(Some(&record), &[1; 32], "x", LEASE, late);
+        let (_, claimed) = decide(Some(&unknown), &[1; 16], "x", LEASE, late);
         assert_eq!(claimed, Claimed::Replay(answer(504)));
     }
 
     #[test]
     fn an_expired_lease_resumes_with_the_stored_nonce() {
-        let record = Record {
-            fingerprint: [1; 32],
-            nonce: "n".into(),
-            created_ms: 0,
-            finished_ms: 0,
-            state: State::Running { until_ms: 5 },
-        };
-        let (stored, claimed) = decide(Some(&record), &[1; 32], "x", LEASE, 6);
+        let running = record(Kind::Running, 5);
+        let (stored, claimed) = decide(Some(&running), &[1; 16], "x", LEASE, 6);
         assert_eq!(claimed, Claimed::Resume { nonce: "n".into() });
-        assert!(matches!(stored.unwrap().state, State::Running { .. }));
+        assert_eq!(stored.unwrap().kind, Kind::Running);
     }
 
     #[test]
     fn records_survive_encoding_in_every_state() {
-        let base = Record {
-            fingerprint: [3; 32],
-            nonce: "abc".into(),
-            created_ms: 1,
-            finished_ms: 2,
-            state: State::Running { until_ms: 3 },
-        };
-        let states = [
-            State::Running { until_ms: 3 },
-            State::Done(Finished::Answered(answer(201))),
-            State::Done(Finished::Unknown {
-                answer: answer(504),
-                resendable: true,
-            }),
-            State::Done(Finished::Unknown {
-                answer: answer(502),
-                resendable: false,
-            }),
-        ];
-        for state in states {
-            let record = Record {
-                state,
-                ..base.clone()
+        for kind in [Kind::Running, Kind::Answered, Kind::UnknownResendable] {
+            let original = Record {
+                nonce: Nonce::new("0123456789abcdef01234567"),
+                ..record(kind, 3)
             };
-            assert_eq!(Record::decode(&record.encode()), Some(record));
+            assert_eq!(Record::decode(&original.encode()), Some(original));
         }
         assert_eq!(Record::decode(b"short"), None);
     }
 
     #[test]
+    fn a_nonce_keeps_at_most_25_bytes_on_a_character_boundary() {
+        assert_eq!(Nonce::new("abc").as_str(), "abc");
+        assert_eq!(Nonce::new(&"x".repeat(30)).as_str().len(), 25);
+        assert_eq!(
+            Nonce::new(&format!("{}é", "x".repeat(24))).as_str().len(),
+            24
+        );
+    }
+
+    #[test]
+    fn a_record_is_small_enough_for_100000_keys_in_16_mib() {
+        // hashbrown holds 131,072 buckets for 100,000 keys: key, record and
+        // a control byte each.
+        let per_bucket = std::mem::size_of::<(MemoryKey, Record)>() + 1;
+        assert!(131_072 * per_bucket < 16 * 1024 * 1024, "{per_bucket} B");
+    }
+
+    #[test]
     fn a_released_key_is_new_again() {
         let store = MemoryIdempotency::default();
-        store.claim(scope("k"), &[1; 32], "n", LEASE).unwrap();
+        store.claim(scope("k"), &[1; 16], "n", LEASE).unwrap();
         store.release(scope("k"));
         assert!(matches!(
-            store.claim(scope("k"), &[2; 32], "n", LEASE).unwrap(),
+            store.claim(scope("k"), &[2; 16], "n", LEASE).unwrap(),
             Claimed::Fresh { .. }
         ));
         assert_eq!(store.len(), 1);

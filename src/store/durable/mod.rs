@@ -254,7 +254,7 @@ impl IdempotencyStore for DurableStore {
     fn claim(
         &self,
         scope: KeyScope<'_>,
-        fingerprint: &[u8; 32],
+        fingerprint: &idempotency::Fingerprint,
         nonce: &str,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {

@@ -58,7 +58,7 @@ impl IdempotencyStore for RedisIdempotency {
     fn claim(
         &self,
         scope: KeyScope<'_>,
-        fingerprint: &[u8; 32],
+        fingerprint: &idempotency::Fingerprint,
         nonce: &str,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
