@@ -173,3 +173,63 @@ fn labels_never_carry_ids_paths_or_tokens() {
         1.0
     );
 }
+
+fn send(service: &Service, session: &str, key: &str, content: &str) -> u16 {
+    service
+        .request(
+            "POST",
+            &format!("/api/messages?channelId={GENERAL}"),
+            &[
+                ("Authorization", session),
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", key),
+            ],
+            Some(&json!({ "content": content }).to_string()),
+        )
+        .status
+}
+
+#[test]
+fn writes_are_counted_by_route_and_outcome_and_replays_by_result() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &["--upstream-timeout", "300"]);
+    let session = service.session(TOKEN);
+    let route = ("route", "POST /channels/:channel_id/messages");
+    assert_eq!(send(&service, &session, "m-1", "a"), 201);
+    assert_eq!(send(&service, &session, "m-1", "a"), 201);
+    assert_eq!(send(&service, &session, "m-1", "b"), 422);
+    fake.fault(json!({"kind": "write_then_hang", "ms": 1000, "count": 2}));
+    assert_eq!(send(&service, &session, "m-2", "c"), 504);
+    let after = scrape(&service);
+    let count = |metric, labels: &[(&str, &str)]| value(&after, metric, labels);
+    assert_eq!(
+        count("dbb_discord_writes_total", &[route, ("outcome", "done")]),
+        1.0
+    );
+    assert_eq!(
+        count("dbb_discord_writes_total", &[route, ("outcome", "unknown")]),
+        1.0
+    );
+    assert_eq!(count("dbb_idempotency_total", &[("result", "replay")]), 1.0);
+    assert_eq!(count("dbb_idempotency_total", &[("result", "reused")]), 1.0);
+}
+
+#[test]
+fn refusals_answered_again_without_discord_are_counted() {
+    let fake = Fake::start(&standard());
+    let service = Service::start(&fake, &[]);
+    let session = service.session(TOKEN);
+    for _ in 0..2 {
+        let reply = service.get(&format!("/api/messages?channelId={SECRET}"), &session);
+        assert_eq!(reply.status, 403);
+    }
+    let after = scrape(&service);
+    assert_eq!(
+        value(
+            &after,
+            "dbb_discord_calls_refused_locally_total",
+            &[("reason", "cached")]
+        ),
+        1.0
+    );
+}

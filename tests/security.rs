@@ -22,6 +22,62 @@ fn exercise(fake: &Fake, service: &Service) -> Vec<Reply> {
     ] {
         replies.push(service.get(&path, &session));
     }
+    let bot = format!("Bot {session}");
+    let json_body = json!({"content": "hello"}).to_string();
+    for (method, path, auth, body) in [
+        (
+            "POST",
+            format!("/api/messages?channelId={GENERAL}"),
+            session.as_str(),
+            Some(json_body.as_str()),
+        ),
+        (
+            "POST",
+            format!("/api/messages?channelId={SECRET}"),
+            session.as_str(),
+            Some(json_body.as_str()),
+        ),
+        (
+            "POST",
+            format!("/api/messages?channelId={GENERAL}"),
+            session.as_str(),
+            Some("{"),
+        ),
+        (
+            "PUT",
+            format!("/api/reactions?channelId={GENERAL}&messageId=1&emoji=%F0%9F%91%8D"),
+            session.as_str(),
+            None,
+        ),
+        (
+            "GET",
+            "/api/discord/v10/users/@me".to_string(),
+            bot.as_str(),
+            None,
+        ),
+        (
+            "POST",
+            format!("/api/discord/v10/channels/{GENERAL}/messages"),
+            bot.as_str(),
+            Some(json_body.as_str()),
+        ),
+        (
+            "GET",
+            "/api/discord/v10/channels/1/../2".to_string(),
+            bot.as_str(),
+            None,
+        ),
+    ] {
+        replies.push(service.request(
+            method,
+            &path,
+            &[
+                ("Authorization", auth),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        ));
+    }
     fake.fault(json!({"kind": "status_500", "count": 2}));
     replies.push(service.get("/api/channels", &session));
     fake.fault(json!({"kind": "user_429", "count": 1, "retry_after": 60.0}));

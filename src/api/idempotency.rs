@@ -131,9 +131,18 @@ pub(super) fn run_once(
             finish(&keyed, &unknown.to_response(), false);
             return Err(unknown);
         }
-        Claimed::Running { retry_after } => return Err(ApiError::KeyInUse { retry_after }),
-        Claimed::Mismatch => return Err(ApiError::KeyReused),
-        Claimed::Replay(answer) => return Ok(replayed(answer)),
+        Claimed::Running { retry_after } => {
+            count("in_use");
+            return Err(ApiError::KeyInUse { retry_after });
+        }
+        Claimed::Mismatch => {
+            count("reused");
+            return Err(ApiError::KeyReused);
+        }
+        Claimed::Replay(answer) => {
+            count("replay");
+            return Ok(replayed(answer));
+        }
     };
     let result = write(&nonce);
     match &result {
@@ -210,6 +219,13 @@ fn finish(keyed: &Keyed<'_>, response: &Response, resend: bool) {
         // and a retry is then resumed (message sends) or reported unknown.
         log::warn!("cannot record the answer of an idempotent write: {e:?}");
     }
+}
+
+fn count(result: &'static str) {
+    crate::observe::metrics::global()
+        .idempotency
+        .with_label_values(&[result])
+        .inc();
 }
 
 /// A kept answer given again.

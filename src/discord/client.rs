@@ -190,6 +190,22 @@ impl Discord {
         outgoing: &Outgoing<'_>,
         deadline: Instant,
     ) -> Result<Reply, Error> {
+        let result = self.call_once(bot, outgoing, deadline);
+        if outgoing.method != "GET" {
+            metrics::global()
+                .writes
+                .with_label_values(&[outgoing.key.template, write_outcome(&result)])
+                .inc();
+        }
+        result
+    }
+
+    fn call_once(
+        &self,
+        bot: &Bot,
+        outgoing: &Outgoing<'_>,
+        deadline: Instant,
+    ) -> Result<Reply, Error> {
         let key = outgoing.key;
         let url = format!("{}{}", self.base, outgoing.path);
         let mut resent = false;
@@ -495,6 +511,29 @@ impl Discord {
             retry_after,
             host: true,
         }
+    }
+}
+
+/// A write's outcome, for `dbb_discord_writes_total`.
+fn write_outcome(result: &Result<Reply, Error>) -> &'static str {
+    match result {
+        Ok(reply) if (200..300).contains(&reply.status) => "done",
+        Ok(_)
+        | Err(
+            Error::Rejected { .. }
+            | Error::Forbidden { .. }
+            | Error::NotFound { .. }
+            | Error::TokenRejected,
+        ) => "refused",
+        Err(Error::OutcomeUnknown { .. }) => "unknown",
+        Err(Error::Performed { .. }) => "done_body_lost",
+        Err(
+            Error::RateLimited { .. }
+            | Error::HostBlocked { .. }
+            | Error::HeldBack
+            | Error::ClusterUnreachable(_),
+        ) => "not_sent",
+        Err(Error::BadAnswer(_) | Error::Timeout) => "failed",
     }
 }
 

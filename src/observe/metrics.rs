@@ -55,6 +55,15 @@ pub struct Metrics {
     /// invalid-request threshold (`held_back`), a host Discord's edge
     /// refuses (`host_blocked`).
     pub refused_locally: IntCounterVec,
+    /// Writes sent to Discord (any method but GET), by route template and
+    /// outcome: `done`, `refused` (Discord said no), `unknown` (sent, answer
+    /// lost), `done_body_lost`, `not_sent` (rate limits, host guard),
+    /// `failed` (Discord unreachable).
+    pub writes: IntCounterVec,
+    /// Requests answered again from an `Idempotency-Key`'s record (`replay`),
+    /// or refused for it: running (`in_use`, 409) or another request
+    /// (`reused`, 422). Discord was asked for none of them.
+    pub idempotency: IntCounterVec,
 }
 
 /// Gauges owned elsewhere, read when a scrape is rendered.
@@ -125,8 +134,26 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let writes = IntCounterVec::new(
+            Opts::new(
+                "dbb_discord_writes_total",
+                "Writes to Discord, by route and outcome (unknown: sent and the answer lost).",
+            ),
+            &["route", "outcome"],
+        )
+        .expect("valid metric");
+        let idempotency = IntCounterVec::new(
+            Opts::new(
+                "dbb_idempotency_total",
+                "Requests answered from an Idempotency-Key without Discord: replay, in_use, reused.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(writes.clone()),
+            Box::new(idempotency.clone()),
             Box::new(latency.clone()),
             Box::new(discord_calls.clone()),
             Box::new(discord_429s.clone()),
@@ -151,6 +178,8 @@ impl Metrics {
             client_limited,
             log_lines_dropped,
             refused_locally,
+            writes,
+            idempotency,
         }
     }
 
