@@ -21,6 +21,7 @@ use crate::api::routes::{Endpoint, OPENAPI, preflight_methods, resolve, route_la
 use crate::api::writes::{WriteSettings, Writer};
 use crate::discord::Discord;
 use crate::discord::bots::{Bot, BotRegistry};
+use crate::discord::catalog::Found;
 use crate::discord::guard::{InvalidRequests, LoginThrottle};
 use crate::discord::ratelimit::{GatePass, InFlightGate};
 use crate::http::clients::{ClientKey, ClientLimiter, TrustedProxies, limit_address};
@@ -244,13 +245,36 @@ impl Api {
             return self.login(request, context);
         }
         if endpoint == Endpoint::Passthrough {
-            return Ok(self
-                .passthrough(request, admitted, context)
-                .unwrap_or_else(|error| passthrough::discord_shaped(&error)));
+            // Its errors are Discord's shape (API.md), routing's included.
+            return Ok(
+                passthrough::route(request.method(), path, self.discord_routes)
+                    .and_then(|found| {
+                        self.with_session(request, admitted, context, endpoint, Some(&found))
+                    })
+                    .unwrap_or_else(|error| passthrough::discord_shaped(&error)),
+            );
         }
+        self.with_session(request, admitted, context, endpoint, None)
+    }
+
+    /// The endpoints that need the request's session: everything but
+    /// probes, the document and login. `found` is the passthrough's
+    /// operation, already routed.
+    fn with_session(
+        &self,
+        request: &Request,
+        admitted: Option<&Admitted>,
+        context: &mut Context,
+        endpoint: Endpoint,
+        found: Option<&Found<'_>>,
+    ) -> Result<Response, ApiError> {
         let (session, bot) = self.session_of(request, admitted)?;
         context.session_prefix = Some(session.prefix().to_string());
-        let query = Query::parse(request.query())?;
+        // The passthrough checks its query against Discord's operation.
+        let query = match found {
+            Some(_) => Query::default(),
+            None => Query::parse(request.query())?,
+        };
         let call = Call {
             discord: &self.discord,
             bot: &bot,
@@ -276,12 +300,12 @@ impl Api {
             Endpoint::Members => reads::members(&call, &query),
             Endpoint::Channels => reads::channels(&call, &query),
             Endpoint::Messages => reads::messages(&call, &query),
-            Endpoint::Login
-            | Endpoint::Healthz
-            | Endpoint::OpenApi
-            | Endpoint::Metrics
-            | Endpoint::Passthrough => {
-                unreachable!("answered above")
+            Endpoint::Passthrough => match found {
+                Some(found) => writer.passthrough(found),
+                None => unreachable!("the passthrough is routed first"),
+            },
+            Endpoint::Login | Endpoint::Healthz | Endpoint::OpenApi | Endpoint::Metrics => {
+                unreachable!("answered without a session")
             }
         };
         if result == Err(ApiError::TokenRejected) || bot.is_rejected() {
@@ -309,36 +333,6 @@ impl Api {
             Some(Admitted::StoreDown(down)) => Err(down.clone().into()),
             _ => self.authenticate(request),
         }
-    }
-
-    /// `/api/discord/v10/...`: routed (400, 404, 403) before the session
-    /// is checked, as every route is.
-    fn passthrough(
-        &self,
-        request: &Request,
-        admitted: Option<&Admitted>,
-        context: &mut Context,
-    ) -> Result<Response, ApiError> {
-        let found = passthrough::route(request.method(), request.path(), self.discord_routes)?;
-        let (session, bot) = self.session_of(request, admitted)?;
-        context.session_prefix = Some(session.prefix().to_string());
-        let query = Query::default();
-        let call = Call {
-            discord: &self.discord,
-            bot: &bot,
-            deadline: context.started + self.max_wait,
-        };
-        let writer = Writer {
-            call: &call,
-            request,
-            settings: &self.writes,
-            query: &query,
-        };
-        let result = writer.passthrough(&found);
-        if result == Err(ApiError::TokenRejected) || bot.is_rejected() {
-            self.end_bot(&bot);
-        }
-        result
     }
 
     /// Answers with an error without running an endpoint: what the front

@@ -13,11 +13,11 @@
 //! - Discord's answers come back unchanged with its `X-RateLimit-*`
 //!   headers; the service's own errors carry Discord's shape too.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::api::error::ApiError;
 use crate::api::idempotency::{key_of, mint_key};
-use crate::api::writes::{JSON, Writer, is_json, passthrough_audit_reason};
+use crate::api::writes::{JSON, Writer, is_json, parse_object, passthrough_audit_reason};
 use crate::discord::catalog::{self, BodyKind, Found, Group, Method, Refused, Value as Param};
 use crate::discord::route::WriteRoute;
 use crate::discord::{Body, Outgoing, Reply, Resend, Snowflake};
@@ -107,7 +107,7 @@ impl Writer<'_> {
         let is_send = op.operation_id == "create_message";
         let is_message = is_send || op.operation_id == "update_message";
         let mut json = match &body {
-            Some(bytes) if is_message => Some(object(bytes)?),
+            Some(bytes) if is_message => Some(parse_object(bytes, "the body")?),
             _ => None,
         };
         if let Some(map) = &mut json {
@@ -189,13 +189,6 @@ impl Writer<'_> {
         serde_json::from_slice::<serde::de::IgnoredAny>(body)
             .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
         Ok(Some(body))
-    }
-}
-
-fn object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice(bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(ApiError::bad_request("the body must be a JSON object")),
     }
 }
 

@@ -11,6 +11,8 @@ use std::ops::RangeInclusive;
 
 use crate::api::error::ApiError;
 use crate::discord::Snowflake;
+pub use crate::discord::percent::printable;
+use crate::discord::percent::{self, Malformed};
 
 /// Parameters beyond this many are refused: no route takes more than five.
 const MAX_PARAMS: usize = 32;
@@ -103,46 +105,12 @@ impl<'a> Query<'a> {
 /// Percent-decodes (and `+` to space, as forms do). Invalid escapes and
 /// non-UTF-8 results are a 400, not a guess.
 fn decode(text: &str) -> Result<Cow<'_, str>, ApiError> {
-    if !text.contains(['%', '+']) {
-        return Ok(Cow::Borrowed(text));
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        ApiError::bad_request("malformed percent-escape in the query string")
-                    })?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| ApiError::bad_request("query string is not valid UTF-8"))
-}
-
-/// A bounded, printable rendering of client text for error messages.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    percent::decode(text, true).map_err(|why| {
+        ApiError::bad_request(match why {
+            Malformed::Escape => "malformed percent-escape in the query string",
+            Malformed::Utf8 => "query string is not valid UTF-8",
+        })
+    })
 }
 
 #[cfg(test)]

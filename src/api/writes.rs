@@ -30,6 +30,7 @@ use crate::api::query::Query;
 use crate::api::reads::Call;
 use crate::api::routes::{Endpoint, resolve};
 use crate::discord::emoji::Emoji;
+use crate::discord::percent;
 use crate::discord::route::{WriteRoute, age};
 use crate::discord::{Body, Outgoing, Reply, Snowflake};
 use crate::http::server::{BodyAllowance, MAX_BODY, Request, Response};
@@ -329,7 +330,7 @@ impl Writer<'_> {
                 None => Map::new(),
             };
             (fields, Some(form))
-        } else if media_type(self.request).eq_ignore_ascii_case(JSON) {
+        } else if is_json(self.request) {
             (json_object(self.request)?, None)
         } else {
             return Err(ApiError::UnsupportedMediaType(
@@ -516,7 +517,7 @@ fn media_type(request: &Request) -> &str {
 
 /// The request body as a JSON object.
 fn json_object(request: &Request) -> Result<Map<String, Value>, ApiError> {
-    if !media_type(request).eq_ignore_ascii_case(JSON) {
+    if !is_json(request) {
         return Err(ApiError::UnsupportedMediaType(
             "send the body as `Content-Type: application/json`",
         ));
@@ -525,7 +526,7 @@ fn json_object(request: &Request) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// `bytes` as a JSON object; `what` names them in the error.
-fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::bad_request(format!(
@@ -545,14 +546,12 @@ fn audit_reason(request: &Request) -> Result<Option<String>, ApiError> {
         return Ok(None);
     };
     check_reason(reason)?;
-    Ok(Some(percent_encode(reason)))
+    Ok(Some(percent::encode(reason)))
 }
 
 /// Whether the request's body is declared JSON.
 pub(super) fn is_json(request: &Request) -> bool {
-    let content_type = request.header("content-type").unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    essence.eq_ignore_ascii_case(JSON)
+    media_type(request).eq_ignore_ascii_case(JSON)
 }
 
 /// `X-Audit-Log-Reason` on the passthrough: a value already
@@ -563,10 +562,10 @@ pub(super) fn passthrough_audit_reason(request: &Request) -> Result<Option<Strin
     let Some(reason) = request.header("x-audit-log-reason") else {
         return Ok(None);
     };
-    let encoded = reason
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'%'));
-    let decoded = encoded.then(|| percent_decode(reason)).flatten();
+    let encoded = reason.bytes().all(|b| percent::unreserved(b) || b == b'%');
+    let decoded = encoded
+        .then(|| percent::decode(reason, false).ok())
+        .flatten();
     match decoded {
         Some(text) => {
             check_reason(&text)?;
@@ -584,37 +583,6 @@ fn check_reason(reason: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-/// Strict percent-decoding to UTF-8: `None` for a bad escape or bytes
-/// that are not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3);
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The IDs of a bulk delete, checked as Discord would before asking it:

@@ -4,7 +4,8 @@
 //! Discord's rate limits (`ratelimit`, and the seam to the cluster's shared
 //! ones, `cluster`), the host's invalid-request budget (`guard`, and the
 //! refusals answered again without asking, `refusals`), Discord's
-//! IDs (`snowflake`) and how a call fails (`error`).
+//! IDs (`snowflake`), percent-encoding (`percent`) and how a call fails
+//! (`error`).
 //!
 //! Owns: every Discord URL, every token, every rate-limit decision.
 //!
@@ -29,6 +30,7 @@ pub mod cluster;
 pub mod emoji;
 pub mod error;
 pub mod guard;
+pub mod percent;
 pub mod ratelimit;
 pub mod refusals;
 pub mod route;

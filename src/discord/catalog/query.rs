@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::fmt::{self, Write};
 
 use super::{Operation, QueryKind, QueryParam};
+use crate::discord::percent::{self, Malformed, encode, printable};
 use crate::discord::snowflake::Snowflake;
 
 /// Name-value pairs beyond this many are refused. The largest legitimate
@@ -347,62 +348,14 @@ fn rfc3339(text: &str) -> bool {
     }
 }
 
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// Percent-decodes once, `+` as space (as forms and `URLSearchParams` send
-/// it). A bad escape or non-UTF-8 result is refused, not guessed at.
+/// Percent-decodes a query name or value once, `+` as space.
 fn decode(text: &str) -> Result<Cow<'_, str>, QueryError> {
-    if !text.contains(['%', '+']) {
-        return Ok(Cow::Borrowed(text));
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let byte = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or(QueryError::Malformed(
-                        "malformed percent-escape in the query string",
-                    ))?;
-                out.push(byte);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| QueryError::Malformed("the query string is not valid UTF-8"))
-}
-
-/// Client text bounded and made printable for an error message.
-fn printable(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    percent::decode(text, true).map_err(|why| {
+        QueryError::Malformed(match why {
+            Malformed::Escape => "malformed percent-escape in the query string",
+            Malformed::Utf8 => "the query string is not valid UTF-8",
+        })
+    })
 }
 
 #[cfg(test)]
@@ -432,10 +385,5 @@ mod tests {
         ] {
             assert!(!rfc3339(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn encode_keeps_only_unreserved_characters() {
-        assert_eq!(encode("a b&c=d#é~"), "a%20b%26c%3Dd%23%C3%A9~");
     }
 }
