@@ -4,25 +4,13 @@
 mod support;
 
 use serde_json::{Value, json};
+use support::Reply;
 use support::world::*;
-use support::{Fake, Reply, Service};
 
-struct Setup {
-    fake: Fake,
-    service: Service,
-    session: String,
-}
+type Setup = support::Logged;
 
 fn setup(flags: &[&str]) -> Setup {
-    let fake = Fake::start(&standard());
-    let service = Service::start(&fake, flags);
-    let session = service.session(TOKEN);
-    fake.reset();
-    Setup {
-        fake,
-        service,
-        session,
-    }
+    Setup::start(&standard(), &[], flags)
 }
 
 impl Setup {
@@ -35,18 +23,13 @@ impl Setup {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Reply {
-        let auth = format!("Bot {}", self.session);
-        let mut all = vec![("Authorization", auth.as_str())];
-        if body.is_some() {
-            all.push(("Content-Type", "application/json"));
-        }
-        all.extend_from_slice(headers);
-        let text = body.map(Value::to_string);
-        self.service.request(
+        let path = format!("/api/discord/v10{path}");
+        self.request_as(
+            &format!("Bot {}", self.session),
             method,
-            &format!("/api/discord/v10{path}"),
-            &all,
-            text.as_deref(),
+            &path,
+            headers,
+            body,
         )
     }
 

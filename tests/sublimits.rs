@@ -11,41 +11,21 @@ use std::time::{Duration, Instant};
 use prometheus_parse::{Scrape, Value as Sample};
 use serde_json::{Value, json};
 use support::world::*;
-use support::{Fake, Reply, Service};
+use support::{Reply, Service};
 
-struct Setup {
-    fake: Fake,
-    service: Service,
-    session: String,
-}
+type Setup = support::Logged;
 
 fn setup() -> Setup {
-    let fake = Fake::start(&standard());
-    let service = Service::start(&fake, &[]);
-    let session = service.session(TOKEN);
-    fake.reset();
-    Setup {
-        fake,
-        service,
-        session,
-    }
+    Setup::start(&standard(), &[], &[])
 }
 
 impl Setup {
-    fn write(&self, method: &str, path: &str, body: &Value) -> Reply {
-        let headers = [
-            ("Authorization", self.session.as_str()),
-            ("Content-Type", "application/json"),
-        ];
-        self.service
-            .request(method, path, &headers, Some(&body.to_string()))
-    }
-
     fn send(&self, channel: &str, content: &str) -> Reply {
         self.write(
             "POST",
             &format!("/api/messages?channelId={channel}"),
-            &json!({ "content": content }),
+            &[],
+            Some(&json!({ "content": content })),
         )
     }
 
@@ -53,7 +33,8 @@ impl Setup {
         self.write(
             "PATCH",
             &format!("/api/messages?channelId={channel}&messageId={message}"),
-            &json!({ "content": content }),
+            &[],
+            Some(&json!({ "content": content })),
         )
     }
 

@@ -15,28 +15,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::read_until_close;
 use support::world::*;
-use support::{Fake, Service, read_until_close};
 
 const BOUNDARY: &str = "dbb-upload-7Hq2";
 const MIB: usize = 1024 * 1024;
 
-struct Setup {
-    fake: Fake,
-    service: Service,
-    session: String,
-}
+type Setup = support::Logged;
 
 fn setup_with(fake_flags: &[&str], flags: &[&str]) -> Setup {
-    let fake = Fake::start_with(&standard(), fake_flags);
-    let service = Service::start(&fake, flags);
-    let session = service.session(TOKEN);
-    fake.reset();
-    Setup {
-        fake,
-        service,
-        session,
-    }
+    Setup::start(&standard(), fake_flags, flags)
 }
 
 fn setup(flags: &[&str]) -> Setup {

@@ -25,41 +25,13 @@ fn world() -> Value {
     world
 }
 
-struct Setup {
-    fake: Fake,
-    service: Service,
-    session: String,
-}
+type Setup = support::Logged;
 
 fn setup(flags: &[&str]) -> Setup {
-    let fake = Fake::start(&world());
-    let service = Service::start(&fake, flags);
-    let session = service.session(TOKEN);
-    fake.reset();
-    Setup {
-        fake,
-        service,
-        session,
-    }
+    Setup::start(&world(), &[], flags)
 }
 
 impl Setup {
-    fn write(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Reply {
-        let mut all = vec![("Authorization", self.session.as_str())];
-        if body.is_some() {
-            all.push(("Content-Type", "application/json"));
-        }
-        all.extend_from_slice(headers);
-        let text = body.map(Value::to_string);
-        self.service.request(method, path, &all, text.as_deref())
-    }
-
     fn send(&self, content: &str, headers: &[(&str, &str)]) -> Reply {
         self.write(
             "POST",

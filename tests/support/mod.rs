@@ -519,6 +519,60 @@ pub fn read_until_close(stream: &mut TcpStream, timeout: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A fake Discord, the service in front of it, and a session of
+/// `world::TOKEN`, with the fake's log cleared after the login: where the
+/// write tests start.
+pub struct Logged {
+    pub fake: Fake,
+    pub service: Service,
+    pub session: String,
+}
+
+impl Logged {
+    pub fn start(world: &Value, fake_args: &[&str], flags: &[&str]) -> Logged {
+        let fake = Fake::start_with(world, fake_args);
+        let service = Service::start(&fake, flags);
+        let session = service.session(world::TOKEN);
+        fake.reset();
+        Logged {
+            fake,
+            service,
+            session,
+        }
+    }
+
+    /// A request with `Authorization: <authorization>` (and
+    /// `Content-Type: application/json` when there is a JSON body), then
+    /// `headers`.
+    pub fn request_as(
+        &self,
+        authorization: &str,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut all = vec![("Authorization", authorization)];
+        if body.is_some() {
+            all.push(("Content-Type", "application/json"));
+        }
+        all.extend_from_slice(headers);
+        let text = body.map(Value::to_string);
+        self.service.request(method, path, &all, text.as_deref())
+    }
+
+    /// A request with the session.
+    pub fn write(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Reply {
+        self.request_as(&self.session, method, path, headers, body)
+    }
+}
+
 /// Standard test world: ids are fixed so tests can name them.
 pub mod world {
     use serde_json::{Value, json};
