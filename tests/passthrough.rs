@@ -320,3 +320,69 @@ fn a_declared_query_parameter_is_validated_and_sent_canonically() {
     assert_eq!(bad.status, 400, "{bad:?}");
     assert_eq!(s.fake.requests().len(), 1);
 }
+
+#[test]
+fn an_audit_log_reason_a_library_encoded_is_passed_as_sent() {
+    let s = setup(&[]);
+    let sent = s.discord(
+        "POST",
+        &format!("/channels/{GENERAL}/messages"),
+        &[],
+        Some(&json!({"content": "x"})),
+    );
+    let id = sent.json()["id"].as_str().unwrap().to_string();
+    let encoded = "spam%20%C2%ABlink%C2%BB";
+    let reply = s.discord(
+        "DELETE",
+        &format!("/channels/{GENERAL}/messages/{id}"),
+        &[("X-Audit-Log-Reason", encoded)],
+        None,
+    );
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let delete = &s.fake.requests_to("DELETE", &id)[0];
+    assert_eq!(delete["audit_log_reason"], encoded);
+    assert_eq!(delete["audit_log_reason_decoded"], "spam «link»");
+}
+
+#[test]
+fn an_upload_goes_through_with_the_services_nonce_in_its_payload() {
+    let s = setup(&[]);
+    let boundary = "pt-upload-1";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"payload_json\"\r\n\
+         Content-Type: application/json\r\n\r\n{{\"content\": \"with a file\"}}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"files[0]\"; filename=\"a.txt\"\r\n\
+         Content-Type: text/plain\r\n\r\nhello file\r\n--{boundary}--\r\n"
+    );
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let auth = format!("Bot {}", s.session);
+    let reply = s.service.request(
+        "POST",
+        &format!("/api/discord/v10/channels/{GENERAL}/messages"),
+        &[("Authorization", &auth), ("Content-Type", &content_type)],
+        Some(&body),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let created = s.fake.created_messages(GENERAL);
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["attachments"][0]["size"], 10);
+    assert_eq!(created[0]["enforce_nonce"], true);
+    assert_eq!(created[0]["allowed_mentions"], json!({"parse": ["users"]}));
+}
+
+#[test]
+fn an_upload_to_a_route_that_takes_none_is_415() {
+    let s = setup(&[]);
+    let auth = format!("Bot {}", s.session);
+    let reply = s.service.request(
+        "POST",
+        &format!("/api/discord/v10/channels/{GENERAL}/typing"),
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "multipart/form-data; boundary=x"),
+        ],
+        Some("--x--\r\n"),
+    );
+    assert!(matches!(reply.status, 400 | 415), "{reply:?}");
+    assert_eq!(s.reached_discord(), 0);
+}

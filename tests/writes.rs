@@ -585,3 +585,69 @@ fn a_write_without_a_session_is_401_and_an_unknown_method_405() {
         Some("GET, POST, PATCH, DELETE, OPTIONS")
     );
 }
+
+#[test]
+fn an_edit_without_allowed_mentions_gets_the_default_too() {
+    let s = setup(&[]);
+    let id = s.send("v1", &[]).json()["id"].as_str().unwrap().to_string();
+    let path = format!("/api/messages?channelId={GENERAL}&messageId={id}");
+    let reply = s.write(
+        "PATCH",
+        &path,
+        &[],
+        Some(&json!({"content": "@everyone v2"})),
+    );
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let patch = &s.fake.requests_to("PATCH", &id)[0];
+    let sent: Value = serde_json::from_str(patch["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["allowed_mentions"], json!({"parse": ["users"]}));
+}
+
+#[test]
+fn a_reaction_whose_answer_is_lost_is_sent_once_more() {
+    let s = setup(&[]);
+    let id = s.send("react", &[]).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.fake
+        .fault(json!({"kind": "write_then_drop", "path_contains": "/reactions/"}));
+    let reply = s.write(
+        "PUT",
+        &format!("/api/reactions?channelId={GENERAL}&messageId={id}&emoji=%F0%9F%91%8D"),
+        &[],
+        None,
+    );
+    assert_eq!(reply.status, 204, "{reply:?}");
+    // The re-send may first meet the reaction bucket the lost attempt used
+    // (1 per 250 ms), and wait it out.
+    let puts: Vec<Value> = s
+        .fake
+        .requests_to("PUT", "/reactions/")
+        .into_iter()
+        .filter(|r| r["status"] != 429)
+        .collect();
+    assert_eq!(puts.len(), 2, "{puts:?}");
+}
+
+#[test]
+fn a_delete_whose_answer_is_lost_is_sent_once_more_and_says_it_may_be_gone() {
+    let s = setup(&[]);
+    let id = s.send("delete me", &[]).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.fake
+        .fault(json!({"kind": "write_then_drop", "path_contains": &id}));
+    let reply = s.write(
+        "DELETE",
+        &format!("/api/messages?channelId={GENERAL}&messageId={id}"),
+        &[],
+        None,
+    );
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert_eq!(reply.json()["code"], 10008);
+    assert!(reply.error().contains("already gone"), "{reply:?}");
+    assert_eq!(s.fake.requests_to("DELETE", &id).len(), 2);
+    assert!(s.created().is_empty());
+}

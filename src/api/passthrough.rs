@@ -17,11 +17,11 @@ use serde_json::Value;
 
 use crate::api::error::ApiError;
 use crate::api::idempotency::{key_of, mint_key};
-use crate::api::writes::{JSON, Writer, is_json, parse_object, passthrough_audit_reason};
+use crate::api::writes::{JSON, Writer, is_json, passthrough_audit_reason};
 use crate::discord::catalog::{self, BodyKind, Found, Group, Method, Refused, Value as Param};
 use crate::discord::route::WriteRoute;
 use crate::discord::{Body, Outgoing, Reply, Resend, Snowflake};
-use crate::http::server::Response;
+use crate::http::server::{Request, Response};
 
 /// Where the passthrough lives; the version is pinned.
 pub(super) const PREFIX: &str = "/api/discord/";
@@ -52,6 +52,23 @@ impl RouteGroups {
     fn serves(self, group: Group) -> bool {
         group != Group::Never && self.0 & (1 << group as u8) != 0
     }
+}
+
+/// The operations whose body is a message: the rules of Writing apply to
+/// it (default `allowed_mentions`, uploads, the nonce of a send).
+const CREATE_MESSAGE: &str = "create_message";
+fn is_message(operation_id: &str) -> bool {
+    matches!(operation_id, CREATE_MESSAGE | "update_message")
+}
+
+/// Whether a request may bring an upload: a message operation of the
+/// passthrough (its group is checked when it is routed).
+pub(super) fn takes_upload(request: &Request) -> bool {
+    request
+        .path()
+        .strip_prefix(VERSIONED)
+        .and_then(|rest| catalog::find(request.method(), rest).ok())
+        .is_some_and(|found| is_message(found.op.operation_id))
 }
 
 /// Routing, before the session is checked: the operation, or 400 (a path
@@ -103,16 +120,18 @@ impl Writer<'_> {
             path.push('?');
             path.push_str(&query);
         }
-        let body = self.passthrough_body(op.body)?;
-        let is_send = op.operation_id == "create_message";
-        let is_message = is_send || op.operation_id == "update_message";
-        let mut json = match &body {
-            Some(bytes) if is_message => Some(parse_object(bytes, "the body")?),
-            _ => None,
+        let is_send = op.operation_id == CREATE_MESSAGE;
+        // A message (JSON or an upload) gets the rules of Writing; any other
+        // body is JSON, passed as sent once it parses.
+        let message = if is_message(op.operation_id) {
+            Some(self.message_body(true)?)
+        } else {
+            None
         };
-        if let Some(map) = &mut json {
-            self.settings.default_mentions.apply(map);
-        }
+        let body = match message {
+            None => self.passthrough_body(op.body)?,
+            Some(_) => None,
+        };
         let key = match (op.method, key_of(self.request)?) {
             (Method::Post | Method::Patch, Some(key)) => Some(key),
             (Method::Post, None) if is_send => Some(mint_key()),
@@ -120,14 +139,11 @@ impl Writer<'_> {
         };
         // A library's own nonce is kept as sent (API.md); without one, the
         // service's makes the send safe to repeat.
-        let client_nonce = json.as_ref().is_some_and(|m| m.contains_key("nonce"));
-        let resendable = match (&json, is_send) {
-            (Some(map), true) if client_nonce => {
-                map.get("enforce_nonce") == Some(&Value::Bool(true))
-            }
-            (_, true) => true,
-            _ => false,
-        };
+        let fields = message.as_ref().map(|m| m.fields());
+        let client_nonce = fields.is_some_and(|f| f.contains_key("nonce"));
+        let resendable = is_send
+            && (!client_nonce
+                || fields.and_then(|f| f.get("enforce_nonce")) == Some(&Value::Bool(true)));
         let resend = match op.method {
             Method::Get => Resend::Read,
             Method::Put | Method::Delete => Resend::Idempotent,
@@ -136,25 +152,26 @@ impl Writer<'_> {
         };
         let target = found.top_level_id().unwrap_or(0);
         let result = self.once(key.as_deref(), target, resendable, |nonce| {
-            let bytes = match json {
-                Some(mut map) => {
-                    if is_send && !client_nonce {
-                        map.insert("nonce".into(), nonce.into());
-                        map.insert("enforce_nonce".into(), true.into());
-                    }
-                    Some(serde_json::to_vec(&map).expect("a JSON map always serializes"))
+            let encoded = message.as_ref().map(|message| {
+                if is_send && !client_nonce {
+                    message.encode(&[("nonce", nonce.into()), ("enforce_nonce", true.into())])
+                } else {
+                    message.encode(&[])
                 }
-                None => body.map(<[u8]>::to_vec),
+            });
+            let body = match &encoded {
+                Some(encoded) => Some(encoded.body()),
+                None => body.map(|bytes| Body {
+                    content_type: JSON,
+                    bytes,
+                }),
             };
             let reason = passthrough_audit_reason(self.request)?;
             let outgoing = Outgoing {
                 method: op.method.as_str(),
                 path,
                 key: rate_limit_key(found),
-                body: bytes.as_deref().map(|bytes| Body {
-                    content_type: JSON,
-                    bytes,
-                }),
+                body,
                 audit_reason: reason.as_deref(),
                 resend,
                 keep_headers: true,

@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 use crate::api::error::ApiError;
 use crate::api::idempotency::{Keyed, fingerprint, key_of, mint_key, nonce, run_once};
 use crate::api::multipart::{self, Form};
+use crate::api::passthrough;
 use crate::api::query::Query;
 use crate::api::reads::Call;
 use crate::api::routes::{Endpoint, resolve};
@@ -166,10 +167,11 @@ impl Drop for UploadSlot {
 pub(super) fn is_upload(request: &Request) -> bool {
     matches!(request.method(), "POST" | "PATCH")
         && media_type(request).eq_ignore_ascii_case(MULTIPART)
-        && matches!(
-            resolve(request.method(), request.path()),
-            Ok(Endpoint::SendMessage | Endpoint::EditMessage | Endpoint::SendDm)
-        )
+        && match resolve(request.method(), request.path()) {
+            Ok(Endpoint::SendMessage | Endpoint::EditMessage | Endpoint::SendDm) => true,
+            Ok(Endpoint::Passthrough) => passthrough::takes_upload(request),
+            _ => false,
+        }
 }
 
 /// The 503 for an upload that finds every slot taken, with its
@@ -184,7 +186,7 @@ pub(super) fn uploads_busy(mut refused: impl FnMut(ApiError) -> Response) -> Res
 
 /// A message's body as the client sent it, checked: a JSON object, or an
 /// upload and its `payload_json` (`{}` when it has none).
-enum MessageBody<'r> {
+pub(super) enum MessageBody<'r> {
     Json(Map<String, Value>),
     Upload {
         form: Form<'r>,
@@ -193,13 +195,13 @@ enum MessageBody<'r> {
 }
 
 /// A body as Discord gets it.
-struct Encoded {
+pub(super) struct Encoded {
     content_type: String,
     bytes: Vec<u8>,
 }
 
 impl Encoded {
-    fn body(&self) -> Body<'_> {
+    pub(super) fn body(&self) -> Body<'_> {
         Body {
             content_type: &self.content_type,
             bytes: &self.bytes,
@@ -208,10 +210,20 @@ impl Encoded {
 }
 
 impl MessageBody<'_> {
+    /// The message's JSON fields (`payload_json`'s for an upload).
+    pub(super) fn fields(&self) -> &Map<String, Value> {
+        match self {
+            MessageBody::Json(fields)
+            | MessageBody::Upload {
+                payload: fields, ..
+            } => fields,
+        }
+    }
+
     /// The bytes to send, with `added` fields in the JSON (a send's nonce).
     /// Built once per request: the client's re-send of a send is a new
     /// request, and ours sends these same bytes again.
-    fn encode(&self, added: &[(&str, Value)]) -> Encoded {
+    pub(super) fn encode(&self, added: &[(&str, Value)]) -> Encoded {
         let (fields, form) = match self {
             MessageBody::Json(fields) => (fields, None),
             MessageBody::Upload { form, payload } => (payload, Some(form)),
@@ -314,8 +326,10 @@ impl Writer<'_> {
     }
 
     /// The message body of a send or an edit, JSON or an upload, with the
-    /// default `allowed_mentions`.
-    fn message_body(&self) -> Result<MessageBody<'_>, ApiError> {
+    /// default `allowed_mentions`. A client's `nonce` is refused on the
+    /// routes of Writing (the service sets it) and kept on the passthrough
+    /// (`keep_nonce`: Discord libraries send their own).
+    pub(super) fn message_body(&self, keep_nonce: bool) -> Result<MessageBody<'_>, ApiError> {
         let (mut fields, form) = if media_type(self.request).eq_ignore_ascii_case(MULTIPART) {
             let content_type = self.request.header("content-type").unwrap_or("");
             let form = multipart::parse(content_type, &self.request.body)?;
@@ -339,7 +353,7 @@ impl Writer<'_> {
             ));
         };
         for field in ["nonce", "enforce_nonce"] {
-            if fields.contains_key(field) {
+            if fields.contains_key(field) && !keep_nonce {
                 return Err(ApiError::bad_request(format!(
                     "`{field}` is set by this service (see Idempotency-Key); leave it out"
                 )));
@@ -370,7 +384,7 @@ impl Writer<'_> {
 
     pub(super) fn send_message(&self) -> Result<Response, ApiError> {
         let channel = self.query.required_snowflake("channelId")?;
-        let body = self.message_body()?;
+        let body = self.message_body(false)?;
         let key = key_of(self.request)?.unwrap_or_else(mint_key);
         let result = self.once(Some(&key), channel.get(), true, |nonce| {
             self.post_message(channel, &body, nonce)
@@ -380,7 +394,7 @@ impl Writer<'_> {
 
     pub(super) fn send_dm(&self) -> Result<Response, ApiError> {
         let user = self.query.required_snowflake("userId")?;
-        let body = self.message_body()?;
+        let body = self.message_body(false)?;
         let key = key_of(self.request)?.unwrap_or_else(mint_key);
         let result = self.once(Some(&key), user.get(), true, |nonce| {
             let channel = self.dm_channel(user)?;
@@ -424,7 +438,7 @@ impl Writer<'_> {
     pub(super) fn edit_message(&self) -> Result<Response, ApiError> {
         let channel = self.query.required_snowflake("channelId")?;
         let message = self.query.required_snowflake("messageId")?;
-        let body = self.message_body()?;
+        let body = self.message_body(false)?;
         let key = key_of(self.request)?;
         self.once(key.as_deref(), channel.get(), false, |_| {
             let encoded = body.encode(&[]);

@@ -248,6 +248,22 @@ impl Discord {
                 .ratelimit_wait
                 .observe((self.clock.now() - asked).as_secs_f64());
             let failure = match self.send(bot, &url, outgoing, slot, ticket) {
+                Outcome::Done(Err(Error::NotFound {
+                    message,
+                    code,
+                    cached,
+                })) if resent && outgoing.method == "DELETE" => {
+                    // Gone, perhaps by the first attempt: say so, without
+                    // inventing a 204 (WRITES-NOTES §7.3).
+                    return Err(Error::NotFound {
+                        message: format!(
+                            "{message} (already gone: the first attempt, whose answer was \
+                             lost, may have done it)"
+                        ),
+                        code,
+                        cached,
+                    });
+                }
                 Outcome::Done(result) => return result,
                 Outcome::RateLimited { retry_after, host } => {
                     rate_limited += 1;

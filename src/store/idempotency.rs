@@ -601,6 +601,18 @@ mod tests {
     }
 
     #[test]
+    fn a_record_is_kept_24_hours_from_its_first_claim() {
+        let day = RETENTION.as_millis() as i64;
+        let answered = record(Kind::Answered, 0);
+        assert!(!answered.expired(day - 1));
+        assert!(answered.expired(day));
+        // Expired records are dropped before `decide` sees them: the key
+        // is new again.
+        let (_, claimed) = decide(None, &[2; 16], "n", LEASE, day);
+        assert!(matches!(claimed, Claimed::Fresh { .. }));
+    }
+
+    #[test]
     fn a_released_key_is_new_again() {
         let store = MemoryIdempotency::default();
         store.claim(scope("k"), &[1; 16], "n", LEASE).unwrap();
