@@ -3,19 +3,19 @@
 //! over real HTTP. Test names say which rule; the comment above each cites
 //! the Discord document it comes from.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const TOKEN_A: &str = "token-alpha";
-const TOKEN_B: &str = "token-beta";
-const BOT_A: &str = "81384788765712384";
-const BOT_B: &str = "81384788765712385";
+use common::{
+    BOT_A, BOT_B, Fake, NO_PRESSURE, Resp, TOKEN_A, TOKEN_B, agent, assert_error,
+    assert_form_error, convert,
+};
+
 /// Guild with both bots, 2500 members, three channels.
 const G1: &str = "613425648685547541";
 /// Guild with bot A only.
@@ -54,159 +54,12 @@ fn world() -> Value {
     })
 }
 
-/// Generous limits so tests not about rate limiting never meet a 429.
-const NO_PRESSURE: &[&str] = &["--route-limit", "10000", "--global-limit", "10000"];
-
-static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
-
-/// A running fake; killed on drop.
-struct Fake {
-    child: Child,
-    base: String,
-    dir: PathBuf,
-    agent: ureq::Agent,
-}
-
-/// A response reduced to what the tests look at.
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(timeout)
-        .build()
-        .into()
-}
-
-fn convert(mut r: ureq::http::Response<ureq::Body>) -> Resp {
-    let headers = r
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    Resp {
-        status: r.status().as_u16(),
-        headers,
-        body: r.body_mut().read_to_string().unwrap(),
-    }
-}
-
 impl Fake {
+    /// Starts the fake on this file's world: every test here names its
+    /// ids, so the shared harness takes the world from each file.
     fn start(args: &[&str]) -> Fake {
-        let dir = std::env::temp_dir().join(format!(
-            "fake-discord-test-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let world_path = dir.join("world.json");
-        std::fs::write(&world_path, world().to_string()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fake-discord"))
-            .args(["--port", "0", "--world", world_path.to_str().unwrap()])
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("fake-discord listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Fake {
-            child,
-            base,
-            dir,
-            agent: agent(None),
-        }
+        Fake::with_world(&world(), args)
     }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// GET `/api/v10{path}` as bot `token` (no Authorization when `None`).
-    fn get(&self, path: &str, token: Option<&str>) -> Resp {
-        self.get_with(&self.agent, path, token).unwrap()
-    }
-
-    fn get_with(
-        &self,
-        agent: &ureq::Agent,
-        path: &str,
-        token: Option<&str>,
-    ) -> Result<Resp, ureq::Error> {
-        let mut req = agent.get(self.url(&format!("/api/v10{path}")));
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Bot {t}"));
-        }
-        req.call().map(convert)
-    }
-
-    fn a(&self, path: &str) -> Resp {
-        self.get(path, Some(TOKEN_A))
-    }
-
-    fn control_get(&self, path: &str) -> Value {
-        let r = convert(self.agent.get(self.url(path)).call().unwrap());
-        assert_eq!(r.status, 200, "{path}: {}", r.body);
-        r.json()
-    }
-
-    fn control_post(&self, path: &str, body: Value) -> Resp {
-        convert(
-            self.agent
-                .post(self.url(path))
-                .header("Content-Type", "application/json")
-                .send(body.to_string())
-                .unwrap(),
-        )
-    }
-
-    fn fault(&self, body: Value) {
-        let r = self.control_post("/_fake/faults", body);
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
-
-    fn ids(&self, path: &str) -> Vec<String> {
-        strings(&self.control_get(path))
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect()
 }
 
 fn ids_of(v: &Value) -> Vec<String> {
@@ -227,26 +80,6 @@ fn member_ids_of(v: &Value) -> Vec<String> {
 
 fn reversed(v: &[String]) -> Vec<String> {
     v.iter().rev().cloned().collect()
-}
-
-fn assert_error(r: &Resp, status: u16, message: &str, code: u64) {
-    assert_eq!(r.status, status, "{}", r.body);
-    let body = r.json();
-    assert_eq!(body["message"], message, "{}", r.body);
-    assert_eq!(body["code"], code, "{}", r.body);
-}
-
-/// Asserts a 50035 with an error listed under `field`.
-fn assert_form_error(r: &Resp, field: &str, code: &str) {
-    assert_error(r, 400, "Invalid Form Body", 50035);
-    let errors = &r.json()["errors"][field]["_errors"];
-    assert!(
-        errors.as_array().is_some_and(|e| e
-            .iter()
-            .any(|x| x["code"] == code && x["message"].is_string())),
-        "{}",
-        r.body
-    );
 }
 
 // --- Defaults (message.mdx, guild.mdx, user.mdx) -------------------------

@@ -3,18 +3,17 @@
 //! HTTP. The comment above each test names its source; the summaries with
 //! line numbers are in `shared/WRITES-NOTES.md`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-const TOKEN_A: &str = "token-alpha";
-const TOKEN_B: &str = "token-beta";
-const BOT_A: &str = "81384788765712384";
+use common::{
+    BOT_A, BOT_B, Body, Fake, NO_LIMITS, NO_PRESSURE, TOKEN_A, TOKEN_B, agent, assert_error,
+    raw_exchange,
+};
+
 const G1: &str = "613425648685547541";
 /// Text channel with 5 generated (old) messages.
 const C1: &str = "613425648685547550";
@@ -33,7 +32,7 @@ fn world() -> Value {
     json!({
         "bots": [
             {"token": TOKEN_A, "id": BOT_A, "username": "Alpha", "guilds": [G1]},
-            {"token": TOKEN_B, "id": "81384788765712385", "username": "Beta", "guilds": [G1]}
+            {"token": TOKEN_B, "id": BOT_B, "username": "Beta", "guilds": [G1]}
         ],
         "guilds": [
             {"id": G1, "name": "One", "member_count": 20, "channels": [
@@ -48,155 +47,11 @@ fn world() -> Value {
     })
 }
 
-/// Generous limits so tests not about rate limiting never meet a 429.
-const NO_PRESSURE: &[&str] = &[
-    "--route-limit",
-    "10000",
-    "--global-limit",
-    "10000",
-    "--send-limit",
-    "10000",
-];
-
-/// For tests of semantics where even the 1-per-window reaction bucket
-/// would get in the way.
-const NO_LIMITS: &[&str] = &["--no-ratelimit"];
-
-static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
-
-struct Fake {
-    child: Child,
-    base: String,
-    dir: PathBuf,
-    agent: ureq::Agent,
-}
-
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-fn agent(timeout: Option<Duration>) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(timeout)
-        .build()
-        .into()
-}
-
-fn convert(mut r: ureq::http::Response<ureq::Body>) -> Resp {
-    let headers = r
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
-    Resp {
-        status: r.status().as_u16(),
-        headers,
-        body: r.body_mut().read_to_string().unwrap(),
-    }
-}
-
-/// A request body and its Content-Type.
-enum Body<'a> {
-    None,
-    Json(Value),
-    Raw(&'a str, Vec<u8>),
-}
-
 impl Fake {
+    /// Starts the fake on this file's world: every test here names its
+    /// ids, so the shared harness takes the world from each file.
     fn start(args: &[&str]) -> Fake {
-        let dir = std::env::temp_dir().join(format!(
-            "fake-discord-writes-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let world_path = dir.join("world.json");
-        std::fs::write(&world_path, world().to_string()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fake-discord"))
-            .args(["--port", "0", "--world", world_path.to_str().unwrap()])
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("fake-discord listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Fake {
-            child,
-            base,
-            dir,
-            agent: agent(None),
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// A Discord request as bot `token` through `agent`.
-    fn call_with(
-        &self,
-        agent: &ureq::Agent,
-        method: &str,
-        path: &str,
-        token: &str,
-        body: Body,
-        headers: &[(&str, &str)],
-    ) -> Result<Resp, ureq::Error> {
-        let mut b = ureq::http::Request::builder()
-            .method(method)
-            .uri(self.url(&format!("/api/v10{path}")))
-            .header("Authorization", format!("Bot {token}"));
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        let r = match body {
-            // An empty body on GET/DELETE; `Content-Length: 0` elsewhere.
-            Body::None if matches!(method, "GET" | "DELETE") => agent.run(b.body(()).unwrap()),
-            Body::None => agent.run(b.body(Vec::new()).unwrap()),
-            Body::Json(v) => agent.run(
-                b.header("Content-Type", "application/json")
-                    .body(v.to_string())
-                    .unwrap(),
-            ),
-            Body::Raw(ct, bytes) => agent.run(b.header("Content-Type", ct).body(bytes).unwrap()),
-        };
-        r.map(convert)
-    }
-
-    fn call(&self, method: &str, path: &str, body: Body) -> Resp {
-        self.call_with(&self.agent, method, path, TOKEN_A, body, &[])
-            .unwrap()
-    }
-
-    fn send(&self, channel: &str, body: Value) -> Resp {
-        self.call(
-            "POST",
-            &format!("/channels/{channel}/messages"),
-            Body::Json(body),
-        )
+        Fake::with_world(&world(), args)
     }
 
     /// Sends `content` to C1 and returns the created message.
@@ -205,68 +60,6 @@ impl Fake {
         assert_eq!(r.status, 200, "{}", r.body);
         r.json()
     }
-
-    fn control_get(&self, path: &str) -> Value {
-        let r = convert(self.agent.get(self.url(path)).call().unwrap());
-        assert_eq!(r.status, 200, "{path}: {}", r.body);
-        r.json()
-    }
-
-    fn control_post(&self, path: &str, body: Value) -> Resp {
-        convert(
-            self.agent
-                .post(self.url(path))
-                .header("Content-Type", "application/json")
-                .send(body.to_string())
-                .unwrap(),
-        )
-    }
-
-    fn fault(&self, body: Value) {
-        let r = self.control_post("/_fake/faults", body);
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
-
-    fn stored(&self, channel: &str) -> Vec<Value> {
-        self.control_get(&format!("/_fake/messages?channel_id={channel}"))
-            .as_array()
-            .unwrap()
-            .clone()
-    }
-
-    fn reactions(&self, channel: &str, message: &str) -> Value {
-        self.control_get(&format!(
-            "/_fake/reactions?channel_id={channel}&message_id={message}"
-        ))
-    }
-
-    fn generated_ids(&self, channel: &str) -> Vec<String> {
-        self.control_get(&format!("/_fake/channels/{channel}/message_ids"))
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect()
-    }
-
-    fn addr(&self) -> String {
-        self.base.strip_prefix("http://").unwrap().to_string()
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn assert_error(r: &Resp, status: u16, message: &str, code: u64) {
-    assert_eq!(r.status, status, "{}", r.body);
-    let body = r.json();
-    assert_eq!(body["message"], message, "{}", r.body);
-    assert_eq!(body["code"], code, "{}", r.body);
 }
 
 fn id_of(v: &Value) -> String {
@@ -308,26 +101,6 @@ fn multipart(payload: Option<Value>, files: &[(&str, &[u8])]) -> (String, Vec<u8
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-/// Sends raw bytes and returns what the server wrote before closing (or
-/// within `wait`).
-fn raw_exchange(addr: &str, request: &[u8], wait: Duration) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(wait)).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while let Ok(n) = s.read(&mut chunk) {
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&chunk[..n]);
-        if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 // --- Create Message (message.mdx "Create Message") -------------------------
