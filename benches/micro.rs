@@ -212,6 +212,7 @@ mod front {
                 .unwrap(),
             writes: discord_bot_backend::api::writes::WriteSettings::new(
                 Arc::new(discord_bot_backend::store::idempotency::MemoryIdempotency::default()),
+                None,
                 discord_bot_backend::api::writes::DefaultMentions::Users,
                 Duration::from_secs(30),
             ),

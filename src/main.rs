@@ -29,6 +29,15 @@ use discord_bot_backend::store::{self, DurableStore, MemoryStore, SessionStore};
 /// four times per timeout, so a session outlives its timeout by at most 25 %.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Where sessions and idempotency records live, and the secret message
+/// nonces are derived under when it must be shared (by instances, or across
+/// restarts).
+type Stores = (
+    Arc<dyn SessionStore>,
+    Arc<dyn IdempotencyStore>,
+    Option<[u8; 32]>,
+);
+
 fn main() -> ExitCode {
     let config = match Config::try_parse() {
         Ok(config) => config,
@@ -87,10 +96,7 @@ fn run(config: &Config) -> Result<(), String> {
     };
     // Idempotency records live where sessions do: shared in Redis, on disk
     // with --data-dir, else in this process only.
-    let (store, idempotency): (Arc<dyn SessionStore>, Arc<dyn IdempotencyStore>) = match (
-        &redis,
-        &config.session_key,
-    ) {
+    let (store, idempotency, nonce_secret): Stores = match (&redis, &config.session_key) {
         (Some(pool), Some(key)) => {
             log::info!("sessions are in Redis, shared with every instance that uses it");
             if let Some(dir) = &config.data_dir {
@@ -109,7 +115,11 @@ fn run(config: &Config) -> Result<(), String> {
                 config.max_sessions_per_bot,
                 config.session_idle_timeout(),
             ));
-            (sessions, Arc::new(RedisIdempotency::new(Arc::clone(pool))))
+            (
+                sessions,
+                Arc::new(RedisIdempotency::new(Arc::clone(pool))),
+                Some(key.nonce_secret()),
+            )
         }
         _ => {
             let memory = MemoryStore::new(
@@ -126,9 +136,14 @@ fn run(config: &Config) -> Result<(), String> {
                         memory,
                         config.session_idle_timeout(),
                     )?;
-                    (Arc::clone(&durable) as _, durable as _)
+                    let secret = durable.nonce_secret();
+                    (Arc::clone(&durable) as _, durable as _, Some(secret))
                 }
-                None => (Arc::new(memory), Arc::new(MemoryIdempotency::default())),
+                None => (
+                    Arc::new(memory),
+                    Arc::new(MemoryIdempotency::default()),
+                    None,
+                ),
             }
         }
     };
@@ -171,9 +186,12 @@ fn run(config: &Config) -> Result<(), String> {
         discord_routes: config.discord_routes,
         writes: WriteSettings::new(
             idempotency,
+            nonce_secret,
             config.default_allowed_mentions,
-            // A write may wait its rate-limit budget, then take two calls.
-            config.max_ratelimit_wait() + config.upstream_timeout() * 2 + Duration::from_secs(5),
+            // A write waits at most its rate-limit budget in all, then makes
+            // at most two calls (a DM: open the channel, then send) of at
+            // most two attempts each.
+            config.max_ratelimit_wait() + config.upstream_timeout() * 4 + Duration::from_secs(5),
         )
         .with_max_upload_bytes(config.max_upload_bytes()),
     });

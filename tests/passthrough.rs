@@ -386,3 +386,68 @@ fn an_upload_to_a_route_that_takes_none_is_415() {
     assert!(matches!(reply.status, 400 | 415), "{reply:?}");
     assert_eq!(s.reached_discord(), 0);
 }
+
+#[test]
+fn a_send_that_fails_still_names_its_key() {
+    let s = setup(&["--upstream-timeout", "400"]);
+    s.fake.fault(
+        json!({"kind": "write_then_hang", "ms": 1500, "count": 2, "path_contains": "/messages"}),
+    );
+    let reply = s.discord(
+        "POST",
+        &format!("/channels/{GENERAL}/messages"),
+        &[],
+        Some(&json!({"content": "slow"})),
+    );
+    assert_eq!(reply.status, 504, "{reply:?}");
+    assert_eq!(reply.json()["retrySafe"], true);
+    let key = reply
+        .header("idempotency-key")
+        .expect("the key to retry with")
+        .to_string();
+    let retry = s.discord(
+        "POST",
+        &format!("/channels/{GENERAL}/messages"),
+        &[("Idempotency-Key", &key)],
+        Some(&json!({"content": "slow"})),
+    );
+    assert_eq!(retry.status, 200, "{retry:?}");
+    assert_eq!(s.fake.created_messages(GENERAL).len(), 1);
+}
+
+#[test]
+fn a_forum_posts_starter_message_gets_the_default_allowed_mentions() {
+    let s = setup(&[]);
+    let body = json!({"name": "a thread", "message": {"content": "@everyone look"}});
+    let _ = s.discord(
+        "POST",
+        &format!("/channels/{GENERAL}/threads"),
+        &[],
+        Some(&body),
+    );
+    let sent = &s.fake.requests_to("POST", "/threads")[0];
+    let forwarded: Value = serde_json::from_str(sent["body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        forwarded["message"]["allowed_mentions"],
+        json!({"parse": ["users"]})
+    );
+    assert!(forwarded.get("allowed_mentions").is_none());
+}
+
+#[test]
+fn webhook_and_interaction_tokens_in_a_path_are_not_logged() {
+    let s = setup(&[]);
+    for path in [
+        "/webhooks/1/w3bh00k-s3cr3t",
+        "/interactions/1/int3r-s3cr3t/callback",
+    ] {
+        let reply = s.discord("POST", path, &[], Some(&json!({})));
+        assert_eq!(reply.status, 404, "{path}: {reply:?}");
+    }
+    assert!(
+        s.service
+            .wait_for_log("/api/discord/v10/interactions/1/<token>/callback")
+    );
+    let logs = s.service.logs();
+    assert!(!logs.contains("s3cr3t"), "{logs}");
+}

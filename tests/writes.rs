@@ -651,3 +651,52 @@ fn a_delete_whose_answer_is_lost_is_sent_once_more_and_says_it_may_be_gone() {
     assert_eq!(s.fake.requests_to("DELETE", &id).len(), 2);
     assert!(s.created().is_empty());
 }
+
+#[test]
+fn a_resend_refused_by_the_rate_limits_still_reports_the_first_attempts_unknown_outcome() {
+    let s = setup(&["--upstream-timeout", "400"]);
+    // The first attempt is done and hangs; the re-send meets a 429 longer
+    // than the wait budget, so it is never sent.
+    s.fake
+        .fault(json!({"kind": "write_then_hang", "ms": 1500, "path_contains": "/messages"}));
+    s.fake
+        .fault(json!({"kind": "user_429", "retry_after": 60.0, "path_contains": "/messages"}));
+    let reply = s.send("maybe sent", &[]);
+    assert_eq!(reply.status, 504, "{reply:?}");
+    assert_eq!(reply.json()["outcome"], "unknown");
+    assert_eq!(reply.json()["retrySafe"], true);
+    assert_eq!(s.created().len(), 1);
+}
+
+#[test]
+fn a_send_refused_as_malformed_still_names_its_key() {
+    let s = setup(&[]);
+    let reply = s.write(
+        "POST",
+        &format!("/api/messages?channelId={GENERAL}"),
+        &[],
+        Some(&json!({"content": "x", "nonce": "mine"})),
+    );
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert!(reply.header("idempotency-key").is_some(), "{reply:?}");
+}
+
+#[test]
+fn a_reaction_whose_outcome_stays_unknown_is_safe_to_retry() {
+    let s = setup(&["--upstream-timeout", "400"]);
+    let id = s.send("react", &[]).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.fake.fault(
+        json!({"kind": "write_then_hang", "ms": 1500, "count": 2, "path_contains": "/reactions/"}),
+    );
+    let reply = s.write(
+        "PUT",
+        &format!("/api/reactions?channelId={GENERAL}&messageId={id}&emoji=%F0%9F%91%8D"),
+        &[],
+        None,
+    );
+    assert_eq!(reply.status, 504, "{reply:?}");
+    assert_eq!(reply.json()["retrySafe"], true);
+}

@@ -370,7 +370,8 @@ impl Api {
         if !log::log_enabled!(log::Level::Info) {
             return response;
         }
-        let (method, target) = (log_safe(method), log_safe(target));
+        let target = passthrough::without_tokens(target);
+        let (method, target) = (log_safe(method), log_safe(&target));
         let duration_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0;
         let session = context.session_prefix.as_deref().unwrap_or("-");
         log::info!(

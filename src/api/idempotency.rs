@@ -121,8 +121,8 @@ pub(super) fn run_once(
         Claimed::Fresh { nonce } => nonce,
         Claimed::Resume { nonce } if keyed.resendable => nonce,
         // Its instance died while it ran, and only a message send can be
-        // sent again safely.
-        Claimed::Resume { .. } => {
+        // sent again safely, within Discord's nonce window.
+        Claimed::Resume { .. } | Claimed::Abandoned => {
             let unknown = ApiError::OutcomeUnknown {
                 timeout: false,
                 retry_safe: false,

@@ -13,6 +13,8 @@
 //! - Discord's answers come back unchanged with its `X-RateLimit-*`
 //!   headers; the service's own errors carry Discord's shape too.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use crate::api::error::ApiError;
@@ -55,10 +57,15 @@ impl RouteGroups {
 }
 
 /// The operations whose body is a message: the rules of Writing apply to
-/// it (default `allowed_mentions`, uploads, the nonce of a send).
+/// it (default `allowed_mentions`, uploads, the nonce of a send). A thread
+/// started with a message (a forum post) carries it in `message`.
 const CREATE_MESSAGE: &str = "create_message";
+const CREATE_THREAD: &str = "create_thread";
 fn is_message(operation_id: &str) -> bool {
-    matches!(operation_id, CREATE_MESSAGE | "update_message")
+    matches!(
+        operation_id,
+        CREATE_MESSAGE | "update_message" | CREATE_THREAD
+    )
 }
 
 /// Whether a request may bring an upload: a message operation of the
@@ -124,7 +131,7 @@ impl Writer<'_> {
         // A message (JSON or an upload) gets the rules of Writing; any other
         // body is JSON, passed as sent once it parses.
         let message = if is_message(op.operation_id) {
-            Some(self.message_body(true)?)
+            Some(self.message_body(true, op.operation_id == CREATE_THREAD)?)
         } else {
             None
         };
@@ -182,11 +189,17 @@ impl Writer<'_> {
                 .call(self.call.bot, &outgoing, self.call.deadline)?;
             Ok(answer(reply))
         });
-        let mut response = result?;
-        if let (Some(key), true) = (&key, is_send) {
-            response.header("Idempotency-Key", key.clone());
+        let result = result.map_err(|error| idempotent_methods_retry_safely(op.method, error));
+        match (&key, is_send) {
+            // Every answer of a send names its key, errors too: it is what
+            // makes retrying an unknown outcome safe.
+            (Some(key), true) => {
+                let mut response = result.unwrap_or_else(|error| discord_shaped(&error));
+                response.header("Idempotency-Key", key.clone());
+                Ok(response)
+            }
+            _ => result,
         }
-        Ok(response)
     }
 
     /// The request body, as the operation takes it: none, or JSON.
@@ -234,6 +247,21 @@ fn rate_limit_key(found: &Found<'_>) -> crate::discord::ratelimit::RouteKey {
     }
 }
 
+/// A PUT or DELETE whose outcome is unknown may be sent again as it is:
+/// doing it twice leaves the same state.
+fn idempotent_methods_retry_safely(method: Method, error: ApiError) -> ApiError {
+    match error {
+        ApiError::OutcomeUnknown {
+            timeout, detail, ..
+        } if matches!(method, Method::Put | Method::Delete) => ApiError::OutcomeUnknown {
+            timeout,
+            retry_safe: true,
+            detail,
+        },
+        other => other,
+    }
+}
+
 /// Discord's answer as the client gets it: status, body and rate-limit
 /// headers unchanged.
 fn answer(reply: Reply) -> Response {
@@ -268,6 +296,35 @@ const RATE_LIMIT_HEADERS: &[&str] = &[
     "X-RateLimit-Global",
     "Retry-After",
 ];
+
+/// A passthrough target as logs may show it: a webhook's or an
+/// interaction's token (`/webhooks/{id}/{token}`, `/interactions/{id}/{token}`)
+/// is a secret of Discord's, and libraries send such paths here although
+/// they are never served.
+pub(super) fn without_tokens(target: &str) -> Cow<'_, str> {
+    if !target.starts_with(PREFIX)
+        || !(target.contains("/webhooks/") || target.contains("/interactions/"))
+    {
+        return Cow::Borrowed(target);
+    }
+    let (path, query) = target
+        .split_once('?')
+        .map_or((target, None), |(p, q)| (p, Some(q)));
+    let segments: Vec<&str> = path.split('/').collect();
+    let mut out = String::with_capacity(target.len());
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let token = i >= 2 && matches!(segments[i - 2], "webhooks" | "interactions");
+        out.push_str(if token { "<token>" } else { segment });
+    }
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    Cow::Owned(out)
+}
 
 /// An error of the service's own, in Discord's shape as well as ours
 /// (`error`, `message`, `code`), so a Discord library reports it; a 429
@@ -315,6 +372,26 @@ mod tests {
         assert_eq!(status("GET", "/api/discord/v10/channels/1/../2"), 400);
         assert_eq!(status("PUT", "/api/discord/v10/guilds/1/bans/2"), 403);
         assert_eq!(status("GET", "/api/discord/v10/nope"), 404);
+    }
+
+    #[test]
+    fn webhook_and_interaction_tokens_never_reach_a_log_line() {
+        assert_eq!(
+            without_tokens("/api/discord/v10/webhooks/1/s3cr3t/messages/2?wait=true"),
+            "/api/discord/v10/webhooks/1/<token>/messages/2?wait=true"
+        );
+        assert_eq!(
+            without_tokens("/api/discord/v10/interactions/1/aW50/callback"),
+            "/api/discord/v10/interactions/1/<token>/callback"
+        );
+        assert!(matches!(
+            without_tokens("/api/discord/v10/channels/1/webhooks"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            without_tokens("/api/discord/v10/channels/1/webhooks"),
+            "/api/discord/v10/channels/1/webhooks"
+        );
     }
 
     #[test]

@@ -110,13 +110,20 @@ pub struct WriteSettings {
 }
 
 impl WriteSettings {
+    /// `nonce_secret`: shared by every instance that shares the store (and
+    /// kept across restarts with `--data-dir`), else one is drawn for this
+    /// process.
     pub fn new(
         idempotency: Arc<dyn IdempotencyStore>,
+        nonce_secret: Option<[u8; 32]>,
         default_mentions: DefaultMentions,
         lease: Duration,
     ) -> WriteSettings {
-        let mut nonce_secret = [0u8; 32];
-        getrandom(&mut nonce_secret);
+        let nonce_secret = nonce_secret.unwrap_or_else(|| {
+            let mut secret = [0u8; 32];
+            getrandom(&mut secret);
+            secret
+        });
         WriteSettings {
             idempotency,
             nonce_secret,
@@ -281,10 +288,21 @@ impl Writer<'_> {
             resend: route.resend(),
             keep_headers: false,
         };
-        Ok(self
-            .call
+        let method = route.method();
+        self.call
             .discord
-            .call(self.call.bot, &outgoing, self.call.deadline)?)
+            .call(self.call.bot, &outgoing, self.call.deadline)
+            .map_err(|error| match ApiError::from(error) {
+                // Doing a PUT or DELETE twice leaves the same state.
+                ApiError::OutcomeUnknown {
+                    timeout, detail, ..
+                } if matches!(method, "PUT" | "DELETE") => ApiError::OutcomeUnknown {
+                    timeout,
+                    retry_safe: true,
+                    detail,
+                },
+                other => other,
+            })
     }
 
     /// A write Discord answers with 204: its status seen is success enough
@@ -329,7 +347,13 @@ impl Writer<'_> {
     /// default `allowed_mentions`. A client's `nonce` is refused on the
     /// routes of Writing (the service sets it) and kept on the passthrough
     /// (`keep_nonce`: Discord libraries send their own).
-    pub(super) fn message_body(&self, keep_nonce: bool) -> Result<MessageBody<'_>, ApiError> {
+    /// `starter`: the message is the body's `message` field (a forum post:
+    /// a thread and its first message).
+    pub(super) fn message_body(
+        &self,
+        keep_nonce: bool,
+        starter: bool,
+    ) -> Result<MessageBody<'_>, ApiError> {
         let (mut fields, form) = if media_type(self.request).eq_ignore_ascii_case(MULTIPART) {
             let content_type = self.request.header("content-type").unwrap_or("");
             let form = multipart::parse(content_type, &self.request.body)?;
@@ -359,7 +383,11 @@ impl Writer<'_> {
                 )));
             }
         }
-        self.settings.default_mentions.apply(&mut fields);
+        match (starter, fields.get_mut("message")) {
+            (false, _) => self.settings.default_mentions.apply(&mut fields),
+            (true, Some(Value::Object(message))) => self.settings.default_mentions.apply(message),
+            (true, _) => {}
+        }
         Ok(match form {
             Some(form) => MessageBody::Upload {
                 form,
@@ -383,22 +411,27 @@ impl Writer<'_> {
     }
 
     pub(super) fn send_message(&self) -> Result<Response, ApiError> {
-        let channel = self.query.required_snowflake("channelId")?;
-        let body = self.message_body(false)?;
         let key = key_of(self.request)?.unwrap_or_else(mint_key);
-        let result = self.once(Some(&key), channel.get(), true, |nonce| {
-            self.post_message(channel, &body, nonce)
-        });
+        let result = self
+            .query
+            .required_snowflake("channelId")
+            .and_then(|channel| {
+                let body = self.message_body(false, false)?;
+                self.once(Some(&key), channel.get(), true, |nonce| {
+                    self.post_message(channel, &body, nonce)
+                })
+            });
         Ok(with_key(result, &key))
     }
 
     pub(super) fn send_dm(&self) -> Result<Response, ApiError> {
-        let user = self.query.required_snowflake("userId")?;
-        let body = self.message_body(false)?;
         let key = key_of(self.request)?.unwrap_or_else(mint_key);
-        let result = self.once(Some(&key), user.get(), true, |nonce| {
-            let channel = self.dm_channel(user)?;
-            self.post_message(channel, &body, nonce)
+        let result = self.query.required_snowflake("userId").and_then(|user| {
+            let body = self.message_body(false, false)?;
+            self.once(Some(&key), user.get(), true, |nonce| {
+                let channel = self.dm_channel(user)?;
+                self.post_message(channel, &body, nonce)
+            })
         });
         Ok(with_key(result, &key))
     }
@@ -438,7 +471,7 @@ impl Writer<'_> {
     pub(super) fn edit_message(&self) -> Result<Response, ApiError> {
         let channel = self.query.required_snowflake("channelId")?;
         let message = self.query.required_snowflake("messageId")?;
-        let body = self.message_body(false)?;
+        let body = self.message_body(false, false)?;
         let key = key_of(self.request)?;
         self.once(key.as_deref(), channel.get(), false, |_| {
             let encoded = body.encode(&[]);

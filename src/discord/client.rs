@@ -206,9 +206,34 @@ impl Discord {
         outgoing: &Outgoing<'_>,
         deadline: Instant,
     ) -> Result<Reply, Error> {
+        let mut lost = None;
+        match self.attempts(bot, outgoing, deadline, &mut lost) {
+            // The first attempt was sent and its answer lost; the re-send
+            // was then refused here (rate limits, the host guard, a cached
+            // refusal) or by a 429, so it never went: the first attempt's
+            // unknown outcome is the answer, not the refusal, or a client
+            // would take the write as not done.
+            Err(error) if error.refused_before_sending() => match lost {
+                Some(first) if first.stage != Stage::NotSent => {
+                    Err(first.into_error(outgoing.resend))
+                }
+                _ => Err(error),
+            },
+            result => result,
+        }
+    }
+
+    /// `call`'s attempts: the first, and at most one re-send, whose first
+    /// failure is left in `lost`.
+    fn attempts(
+        &self,
+        bot: &Bot,
+        outgoing: &Outgoing<'_>,
+        deadline: Instant,
+        lost: &mut Option<Failure>,
+    ) -> Result<Reply, Error> {
         let key = outgoing.key;
         let url = format!("{}{}", self.base, outgoing.path);
-        let mut resent = false;
         let mut rate_limited = 0;
         loop {
             if bot.is_rejected() {
@@ -252,7 +277,7 @@ impl Discord {
                     message,
                     code,
                     cached,
-                })) if resent && outgoing.method == "DELETE" => {
+                })) if lost.is_some() && outgoing.method == "DELETE" => {
                     // Gone, perhaps by the first attempt: say so, without
                     // inventing a 204 (WRITES-NOTES §7.3).
                     return Err(Error::NotFound {
@@ -281,11 +306,11 @@ impl Discord {
                 }
                 Outcome::Failed(failure) => failure,
             };
-            if resent || !outgoing.resend.allows(&failure) {
+            if lost.is_some() || !outgoing.resend.allows(&failure) {
                 return Err(failure.into_error(outgoing.resend));
             }
-            resent = true;
             log::debug!("re-sending {} once after: {}", key.template, failure.error);
+            *lost = Some(failure);
         }
     }
 

@@ -32,11 +32,15 @@ pub fn decode(text: &str, plus_is_space: bool) -> Result<Cow<'_, str>, Malformed
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let byte = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or(Malformed::Escape)?;
+                // Two hex digits exactly: `from_str_radix` would also take
+                // a sign (`%+A`).
+                let byte = match bytes.get(i + 1..i + 3) {
+                    Some(&[high, low]) => match (hex(high), hex(low)) {
+                        (Some(high), Some(low)) => high << 4 | low,
+                        _ => return Err(Malformed::Escape),
+                    },
+                    _ => return Err(Malformed::Escape),
+                };
                 out.push(byte);
                 i += 3;
             }
@@ -53,6 +57,16 @@ pub fn decode(text: &str, plus_is_space: bool) -> Result<Cow<'_, str>, Malformed
     String::from_utf8(out)
         .map(Cow::Owned)
         .map_err(|_| Malformed::Utf8)
+}
+
+/// A hex digit's value.
+pub fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 /// Whether a byte passes unencoded: RFC 3986's unreserved characters.
@@ -95,6 +109,7 @@ mod tests {
         assert_eq!(decode("%2541", true).unwrap(), "%41");
         assert_eq!(decode("%4", true), Err(Malformed::Escape));
         assert_eq!(decode("%zz", true), Err(Malformed::Escape));
+        assert_eq!(decode("%+A", true), Err(Malformed::Escape));
         assert_eq!(decode("%ff", true), Err(Malformed::Utf8));
         assert!(matches!(decode("plain", true), Ok(Cow::Borrowed(_))));
     }

@@ -115,8 +115,19 @@ pub struct Reply {
 }
 
 impl Error {
-    /// Whether the write may have been done although no answer says so.
-    pub fn outcome_unknown(&self) -> bool {
-        matches!(self, Error::OutcomeUnknown { .. })
+    /// Whether the request was stopped before it reached Discord: by the
+    /// rate limits (ours, or Discord's 429: "a 429 means the request was
+    /// not performed"), the host guard, the cluster's limits, or a refusal
+    /// given again from the cache.
+    pub(crate) fn refused_before_sending(&self) -> bool {
+        matches!(
+            self,
+            Error::RateLimited { .. }
+                | Error::HostBlocked { .. }
+                | Error::HeldBack
+                | Error::ClusterUnreachable(_)
+                | Error::Forbidden { cached: true, .. }
+                | Error::NotFound { cached: true, .. }
+        )
     }
 }

@@ -24,10 +24,11 @@ use crate::store::sessions::StoreError;
 
 /// API.md: "They are kept 24 hours."
 pub const RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
-/// How long after an unknown outcome a message send may be sent again with
-/// its nonce: Discord deduplicates nonces "within the past few minutes"
+/// How long after its first claim a message send may be sent again with its
+/// nonce: Discord deduplicates nonces "within the past few minutes"
 /// (message.mdx, `enforce_nonce`), a window it does not state; this stays
-/// well inside it.
+/// well inside it, counted from the first send, however many re-sends
+/// there were.
 pub const NONCE_WINDOW: Duration = Duration::from_secs(60);
 
 /// What identifies a request for its key: a digest of method, route, IDs
@@ -74,6 +75,9 @@ pub enum Claimed {
     Running { retry_after: Duration },
     /// Answered before: give this again.
     Replay(Answer),
+    /// It was running on an instance that is gone, and Discord's nonce
+    /// window is over: its outcome is unknown for good.
+    Abandoned,
     /// The key was used for a different request.
     Mismatch,
 }
@@ -292,7 +296,7 @@ pub fn decide(
             },
         )
     };
-    let window_ms = NONCE_WINDOW.as_millis() as i64;
+    let in_window = now_ms - record.created_ms < NONCE_WINDOW.as_millis() as i64;
     match record.kind {
         Kind::Running if record.at_ms > now_ms => (
             None,
@@ -301,17 +305,20 @@ pub fn decide(
             },
         ),
         // The instance running it is gone, and with it the outcome: a
-        // message send may go again with its nonce; anything else is
-        // reported unknown by the caller (`Resume` carries the nonce, and
-        // only message sends use one).
-        Kind::Running => resume(),
-        Kind::UnknownResendable if now_ms - record.at_ms < window_ms => resume(),
+        // message send may go again with its nonce while Discord still
+        // knows it; anything else is reported unknown by the caller
+        // (`Resume` carries the nonce, and only message sends use one).
+        Kind::Running if in_window => resume(),
+        Kind::Running => (None, Claimed::Abandoned),
+        Kind::UnknownResendable if in_window => resume(),
         Kind::Answered | Kind::UnknownResendable => (None, Claimed::Replay(record.answer())),
     }
 }
 
 /// Upper bound on the bytes of records kept in memory; past it the oldest
-/// tenth goes (a message send still has Discord's nonce).
+/// tenth of the finished ones goes (a message send still has Discord's
+/// nonce, derived from its key). Memory mode is one process without a
+/// disk; `--data-dir` and `--redis-url` keep every record its 24 hours.
 const MAX_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 /// How often memory is swept of records past `RETENTION`.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -388,12 +395,30 @@ impl Memory {
             self.bytes = self.records.values().map(Record::weight).sum();
         }
         if self.bytes > MAX_MEMORY_BYTES {
-            let mut created: Vec<i64> = self.records.values().map(|r| r.created_ms).collect();
+            // A running request's claim is never dropped: that would let a
+            // second request with its key run beside it.
+            let mut created: Vec<i64> = self
+                .records
+                .values()
+                .filter(|r| r.kind != Kind::Running)
+                .map(|r| r.created_ms)
+                .collect();
+            if created.is_empty() {
+                return;
+            }
             let tenth = created.len() / 10;
             let (_, cutoff, _) = created.select_nth_unstable(tenth);
             let cutoff = *cutoff;
-            self.records.retain(|_, record| record.created_ms > cutoff);
+            let before = self.records.len();
+            self.records
+                .retain(|_, record| record.kind == Kind::Running || record.created_ms > cutoff);
             self.bytes = self.records.values().map(Record::weight).sum();
+            log::warn!(
+                "idempotency records in memory passed {} MiB: the oldest {} (of {before}) were \
+                 dropped before their 24 hours; with --data-dir or --redis-url they are kept",
+                MAX_MEMORY_BYTES >> 20,
+                before - self.records.len()
+            );
         }
     }
 
@@ -556,8 +581,9 @@ mod tests {
 
     #[test]
     fn past_the_nonce_window_an_unknown_send_replays_instead_of_resending() {
-        let unknown = record(Kind::UnknownResendable, 0);
+        // Finished a moment ago, but first sent a window ago.
         let late = NONCE_WINDOW.as_millis() as i64 + 1;
+        let unknown = record(Kind::UnknownResendable, late - 5);
         let (_, claimed) = decide(Some(&unknown), &[1; 16], "x", LEASE, late);
         assert_eq!(claimed, Claimed::Replay(answer(504)));
     }
@@ -568,6 +594,15 @@ mod tests {
         let (stored, claimed) = decide(Some(&running), &[1; 16], "x", LEASE, 6);
         assert_eq!(claimed, Claimed::Resume { nonce: "n".into() });
         assert_eq!(stored.unwrap().kind, Kind::Running);
+    }
+
+    #[test]
+    fn a_claim_abandoned_past_the_nonce_window_is_not_resumed() {
+        let late = NONCE_WINDOW.as_millis() as i64 + 1;
+        let running = record(Kind::Running, 5);
+        let (stored, claimed) = decide(Some(&running), &[1; 16], "x", LEASE, late);
+        assert_eq!(claimed, Claimed::Abandoned);
+        assert_eq!(stored, None);
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub struct SessionKey {
     cipher: ChaCha20Poly1305,
     session: [u8; 32],
     bot: [u8; 32],
+    nonce: [u8; 32],
 }
 
 impl fmt::Debug for SessionKey {
@@ -79,7 +80,15 @@ impl SessionKey {
             cipher: ChaCha20Poly1305::new(&Key::from(seal)),
             session: derive(key, b"session"),
             bot: derive(key, b"bot"),
+            nonce: derive(key, b"nonce"),
         }
+    }
+
+    /// The secret message nonces are derived under: the same on every
+    /// instance that shares the key, so a send retried on another instance
+    /// carries the first one's nonce.
+    pub fn nonce_secret(&self) -> [u8; 32] {
+        self.nonce
     }
 
     /// Seals a secret: `nonce || ciphertext+tag`, bound to `context` (what

@@ -28,6 +28,7 @@ mod table;
 use std::fmt::{self, Write};
 
 use crate::discord::emoji::Emoji;
+use crate::discord::percent::hex;
 use crate::discord::ratelimit::RouteKey;
 use crate::discord::snowflake::Snowflake;
 
@@ -509,15 +510,6 @@ fn literal_matches(literal: &str, raw: &str) -> bool {
         raw = rest;
     }
     literal.is_empty()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 enum Bound {

@@ -194,6 +194,12 @@ impl DurableStore {
         self.key.bot_digest(bot.token().authorization().as_bytes())
     }
 
+    /// The secret message nonces are derived under: from the data's key,
+    /// so a send retried after a restart carries the first one's nonce.
+    pub fn nonce_secret(&self) -> [u8; 32] {
+        self.key.nonce_secret()
+    }
+
     /// Writes the last uses since the previous flush.
     fn flush_last_use(&self) {
         let since = *self.flushed.lock();
