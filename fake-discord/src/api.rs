@@ -74,6 +74,12 @@ pub enum Route {
     Typing(String),
     /// `/users/@me/channels`: open a DM.
     DmChannels,
+    /// `/gateway`: the Gateway URL, no auth (gateway.mdx "Get Gateway").
+    Gateway,
+    /// `/gateway/bot`: URL, shards, session start limit.
+    GatewayBot,
+    /// `/applications/@me`: the bot's application.
+    CurrentApplication,
 }
 
 impl Route {
@@ -97,6 +103,9 @@ impl Route {
                 user: id(u)?,
             }),
             ["channels", c, "typing"] => id(c).map(Route::Typing),
+            ["gateway"] => Some(Route::Gateway),
+            ["gateway", "bot"] => Some(Route::GatewayBot),
+            ["applications", "@me"] => Some(Route::CurrentApplication),
             _ => None,
         }
     }
@@ -109,7 +118,10 @@ impl Route {
             Route::CurrentUser
             | Route::CurrentUserGuilds
             | Route::GuildMembers(_)
-            | Route::GuildChannels(_) => method == "GET",
+            | Route::GuildChannels(_)
+            | Route::Gateway
+            | Route::GatewayBot
+            | Route::CurrentApplication => method == "GET",
             Route::ChannelMessages(_) => matches!(method, "GET" | "POST"),
             Route::ChannelMessage(..) => matches!(method, "PATCH" | "DELETE"),
             Route::Reaction { user, .. } if user == "@me" => matches!(method, "PUT" | "DELETE"),
@@ -136,13 +148,21 @@ impl Route {
             Route::Reaction { .. } => REACTION_BUCKET,
             Route::Typing(_) => "2c5f8b1e4a7d0c3f6e9b2a5d8c1f4e70",
             Route::DmChannels => "96e3c0f7a4d1b8e5c2f9a6d3b0e7c4a1",
+            Route::Gateway => "0b6e1d4a9c2f7e3058d1b4a7c0e3f692",
+            Route::GatewayBot => "d8a1c4f7e0b3a6d9c2f5e8b1a4d7c0f3",
+            Route::CurrentApplication => "47c0f3a6d9e2b5c8f1a4d7e0b3c6f9a2",
         }
     }
 
     /// The top-level resource id that splits the bucket (guild or channel).
     pub fn top_level(&self) -> Option<&str> {
         match self {
-            Route::CurrentUser | Route::CurrentUserGuilds | Route::DmChannels => None,
+            Route::CurrentUser
+            | Route::CurrentUserGuilds
+            | Route::DmChannels
+            | Route::Gateway
+            | Route::GatewayBot
+            | Route::CurrentApplication => None,
             Route::GuildMembers(id)
             | Route::GuildChannels(id)
             | Route::ChannelMessages(id)
@@ -568,7 +588,7 @@ fn guild_channels(world: &World, bot: &Bot, raw_id: &str) -> Result<Value, ApiEr
 }
 
 /// A guild channel object.
-fn channel(guild: &Guild, c: &Channel) -> Value {
+pub fn channel(guild: &Guild, c: &Channel) -> Value {
     let mut obj = json!({
         "id": c.id.to_string(),
         "type": c.kind,

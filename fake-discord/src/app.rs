@@ -39,6 +39,7 @@ use crate::api::{self, ApiError, REACTION_BUCKET, Route, SEND_BUCKET};
 use crate::control;
 use crate::edge::{BANNED_BODY, BanRule, Edge};
 use crate::faults::{DEFAULT_HANG, Fault, FaultKind, FaultQueue};
+use crate::gateway::{self, Gateway};
 use crate::http::{Handler, Outcome, Request, Response};
 use crate::observe::{MAX_LOGGED_BODY, Record, Recorder, fnv1a_hex};
 use crate::ratelimit::{BucketSpec, BucketState, Decision, Limiter, Limits};
@@ -81,10 +82,12 @@ pub struct App {
     pub edge: Edge,
     /// What write routes changed.
     pub store: Store,
+    /// The Gateway's sessions and connections; REST writes publish to it.
+    pub gateway: Gateway,
 }
 
 impl App {
-    pub fn new(world: World, options: Options, start: Instant) -> App {
+    pub fn new(world: World, options: Options, start: Instant, gateway: Gateway) -> App {
         App {
             world,
             options,
@@ -94,6 +97,7 @@ impl App {
             revoked: Mutex::new(HashSet::new()),
             edge: Edge::new(options.ban_rule),
             store: Store::default(),
+            gateway,
         }
     }
 
@@ -103,6 +107,7 @@ impl App {
         self.recorder.reset();
         self.edge.reset();
         self.store.reset();
+        self.gateway.reset_counters();
         if let Some(limiter) = &self.limiter {
             limiter.reset();
         }
@@ -112,8 +117,17 @@ impl App {
             .clear();
     }
 
+    /// Revokes a token, as `POST /_fake/revoke` does (also the Gateway's
+    /// token reset when the session budget runs out).
+    pub fn revoke(&self, token: &str) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(token.to_string());
+    }
+
     /// The bot a token authenticates, unless revoked.
-    fn authenticate(&self, token: Option<&str>) -> Option<&Bot> {
+    pub fn authenticate(&self, token: Option<&str>) -> Option<&Bot> {
         let bot = self.world.bot_by_token(token?)?;
         let revoked = self
             .revoked
@@ -258,6 +272,11 @@ impl App {
         if !route.allows(&req.method) {
             return error(ApiError::method_not_allowed());
         }
+        // gateway.mdx "Get Gateway": "This endpoint does not require
+        // authentication."
+        if *route == Route::Gateway {
+            return Response::json(200, &gateway::rest::gateway(&self.gateway));
+        }
         let Some(bot) = bot else {
             return error(ApiError::unauthorized());
         };
@@ -276,6 +295,15 @@ impl App {
 
     /// The answer of an admitted request: a read or a write.
     fn respond(&self, route: &Route, req: &Request, bot: &Bot, now: Instant) -> Response {
+        match route {
+            Route::GatewayBot => {
+                return Response::json(200, &gateway::rest::gateway_bot(&self.gateway, bot));
+            }
+            Route::CurrentApplication => {
+                return Response::json(200, &gateway::rest::application(bot));
+            }
+            _ => {}
+        }
         if req.method == "GET" {
             return result(api::handle(
                 route,
@@ -286,7 +314,16 @@ impl App {
             ));
         }
         let w = &self.options.writes;
-        match writes::handle(&self.world, &self.store, w, route, req, bot, now) {
+        match writes::handle(
+            &self.world,
+            &self.store,
+            &self.gateway,
+            w,
+            route,
+            req,
+            bot,
+            now,
+        ) {
             Ok(Reply::Json(body)) => Response::json(200, &body),
             Ok(Reply::Empty) => Response {
                 status: 204,

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use crate::gateway::GatewayOptions;
+
 /// One flag: its name, value placeholder (`None` for switches), default and help.
 struct Opt {
     flag: &'static str,
@@ -121,6 +123,42 @@ const OPTIONS: &[Opt] = &[
         help: "largest request body, judged by Content-Length (413 40005 above)",
     },
     Opt {
+        flag: "--gateway-heartbeat-ms",
+        value: Some("MS"),
+        default: "41250",
+        help: "heartbeat_interval sent in the Gateway's Hello",
+    },
+    Opt {
+        flag: "--gateway-max-concurrency",
+        value: Some("N"),
+        default: "1",
+        help: "max_concurrency: identify buckets, one IDENTIFY each per 5 s",
+    },
+    Opt {
+        flag: "--gateway-session-total",
+        value: Some("N"),
+        default: "1000",
+        help: "session starts (IDENTIFYs) per bot per reset window",
+    },
+    Opt {
+        flag: "--gateway-session-reset-ms",
+        value: Some("MS"),
+        default: "86400000",
+        help: "length of the session-start window (reset_after counts down)",
+    },
+    Opt {
+        flag: "--gateway-guilds-per-shard",
+        value: Some("N"),
+        default: "2500",
+        help: "guilds one shard may hold; more closes 4011 Sharding required",
+    },
+    Opt {
+        flag: "--gateway-session-ttl-ms",
+        value: Some("MS"),
+        default: "180000",
+        help: "how long a disconnected Gateway session stays resumable",
+    },
+    Opt {
         flag: "--no-ratelimit",
         value: None,
         default: "off",
@@ -155,6 +193,7 @@ pub struct Config {
     pub nonce_window: Duration,
     pub max_file_bytes: usize,
     pub max_request_bytes: usize,
+    pub gateway: GatewayOptions,
 }
 
 impl Default for Config {
@@ -178,6 +217,7 @@ impl Default for Config {
             nonce_window: Duration::from_millis(120_000),
             max_file_bytes: 10 * 1024 * 1024,
             max_request_bytes: 25 * 1024 * 1024,
+            gateway: GatewayOptions::default(),
         }
     }
 }
@@ -272,6 +312,20 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             }
             "--max-file-bytes" => cfg.max_file_bytes = number(&flag, &value, 1)?,
             "--max-request-bytes" => cfg.max_request_bytes = number(&flag, &value, 1)?,
+            "--gateway-heartbeat-ms" => {
+                cfg.gateway.heartbeat_interval = Duration::from_millis(number(&flag, &value, 1)?)
+            }
+            "--gateway-max-concurrency" => cfg.gateway.max_concurrency = number(&flag, &value, 1)?,
+            "--gateway-session-total" => cfg.gateway.session_total = number(&flag, &value, 0)?,
+            "--gateway-session-reset-ms" => {
+                cfg.gateway.session_reset = Duration::from_millis(number(&flag, &value, 1)?)
+            }
+            "--gateway-guilds-per-shard" => {
+                cfg.gateway.guilds_per_shard = number(&flag, &value, 1)?
+            }
+            "--gateway-session-ttl-ms" => {
+                cfg.gateway.session_ttl = Duration::from_millis(number(&flag, &value, 1)?)
+            }
             _ => unreachable!("every option in OPTIONS is handled"),
         }
     }
@@ -327,6 +381,29 @@ mod tests {
         assert!(parse(args("--send-limit 0")).is_err());
         assert!(parse(args("--max-file-bytes x")).is_err());
         assert!(parse(args("--reaction-window-ms 0")).is_err());
+    }
+
+    #[test]
+    fn gateway_flags() {
+        let Ok(Command::Run(d)) = parse(args("")) else {
+            panic!()
+        };
+        assert_eq!(d.gateway.heartbeat_interval, Duration::from_millis(41_250));
+        assert_eq!(
+            (d.gateway.max_concurrency, d.gateway.session_total),
+            (1, 1000)
+        );
+        let Ok(Command::Run(c)) = parse(args(
+            "--gateway-heartbeat-ms 500 --gateway-max-concurrency=2 --gateway-session-total 3 \
+             --gateway-guilds-per-shard 10 --gateway-session-ttl-ms 50",
+        )) else {
+            panic!()
+        };
+        assert_eq!(c.gateway.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!((c.gateway.max_concurrency, c.gateway.session_total), (2, 3));
+        assert_eq!(c.gateway.guilds_per_shard, 10);
+        assert_eq!(c.gateway.session_ttl, Duration::from_millis(50));
+        assert!(parse(args("--gateway-max-concurrency 0")).is_err());
     }
 
     #[test]

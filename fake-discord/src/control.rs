@@ -31,6 +31,7 @@ pub fn handle(app: &App, req: &Request, rest: &str) -> Response {
             Err(e) => bad_request(&e),
         },
         ("GET", ["stats"]) => ok(stats(app)),
+        (_, ["gateway", rest @ ..]) => crate::gateway::control::handle(app, req, rest),
         ("POST", ["reset"]) => {
             app.reset();
             ok(json!({ "ok": true }))
@@ -211,6 +212,11 @@ fn world_json(app: &App) -> Value {
                 "id": b.id.to_string(),
                 "username": b.username,
                 "members_intent": b.members_intent,
+                "privileged_intents": crate::gateway::intents::privileged_names(b.privileged_intents),
+                "shards": crate::gateway::rest::recommended_shards(
+                    b,
+                    app.gateway.options.guilds_per_shard,
+                ),
                 "guilds": id_strings(&b.guilds),
             })
         })

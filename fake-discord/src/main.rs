@@ -15,7 +15,9 @@
 //! - `api`: Discord routes and JSON bodies (reads);
 //! - `writes`, `multipart`: Discord write routes and uploads;
 //! - `ratelimit`: per-route buckets and the global limit;
-//! - `faults`, `observe`, `control`: the `/_fake/` test API.
+//! - `faults`, `observe`, `control`: the `/_fake/` test API;
+//! - `gateway`: the Gateway (WebSocket) on two more listeners, its REST
+//!   routes and its `/_fake/gateway/` control API.
 //!
 //! Start-up contract: exactly one line on stdout,
 //! `fake-discord listening on http://HOST:PORT`, flushed, once the socket
@@ -27,6 +29,7 @@ mod cli;
 mod control;
 mod edge;
 mod faults;
+mod gateway;
 mod http;
 mod multipart;
 mod observe;
@@ -87,6 +90,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The Gateway's two listeners: the `url` of GET /gateway(/bot) and the
+    // `resume_gateway_url` of READY (see gateway/mod.rs).
+    let mut gateway_listeners = Vec::new();
+    for _ in 0..2 {
+        match TcpListener::bind((config.host.as_str(), 0)).and_then(|l| {
+            let port = l.local_addr()?.port();
+            Ok((l, port))
+        }) {
+            Ok(pair) => gateway_listeners.push(pair),
+            Err(e) => {
+                eprintln!("fake-discord: cannot open a gateway listener: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let options = Options {
         limits: config.ratelimit.then_some(Limits {
             route_limit: config.route_limit,
@@ -109,14 +127,34 @@ fn main() -> ExitCode {
             max_request_bytes: config.max_request_bytes,
         },
     };
-    let app = Arc::new(App::new(world, options, start));
-
     // An IPv6 literal needs brackets in a URL.
     let host = if config.host.contains(':') {
         format!("[{}]", config.host)
     } else {
         config.host.clone()
     };
+    let (resume_listener, resume_port) = gateway_listeners.pop().expect("bound above");
+    let (gateway_listener, gateway_port) = gateway_listeners.pop().expect("bound above");
+    let gateway = gateway::Gateway::new(
+        config.gateway,
+        format!("ws://{host}:{gateway_port}"),
+        format!("ws://{host}:{resume_port}"),
+        start,
+    );
+    let app = Arc::new(App::new(world, options, start, gateway));
+    for (listener, via) in [
+        (gateway_listener, gateway::Via::Gateway),
+        (resume_listener, gateway::Via::Resume),
+    ] {
+        let app = Arc::clone(&app);
+        let spawned = std::thread::Builder::new()
+            .name("fake-discord-gateway-accept".into())
+            .spawn(move || gateway::conn::serve(listener, app, via));
+        if let Err(e) = spawned {
+            eprintln!("fake-discord: cannot start the gateway: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "fake-discord listening on http://{host}:{port}");
     let _ = stdout.flush();

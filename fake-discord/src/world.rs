@@ -78,6 +78,13 @@ pub struct Bot {
     pub members_intent: bool,
     /// Guilds the bot is in (listed and generated), ascending.
     pub guilds: Vec<u64>,
+    /// The privileged Gateway intents enabled for the bot's application in
+    /// the Developer Portal, as intent bits (`GUILD_MEMBERS` 1 << 1,
+    /// `GUILD_PRESENCES` 1 << 8, `MESSAGE_CONTENT` 1 << 15); see
+    /// `gateway/intents.rs`.
+    pub privileged_intents: u64,
+    /// `shards` of `GET /gateway/bot`, when the world file sets it.
+    pub shards: Option<u32>,
 }
 
 impl Bot {
@@ -133,6 +140,9 @@ pub struct BotSpec {
     pub members_intent: bool,
     pub guilds: Vec<u64>,
     pub extra_guilds: usize,
+    /// Privileged intent bits enabled in the portal.
+    pub privileged_intents: u64,
+    pub shards: Option<u32>,
 }
 
 /// A guild as described in a world file, before expansion.
@@ -279,6 +289,8 @@ impl World {
                 username: spec.username,
                 members_intent: spec.members_intent,
                 guilds: guild_list,
+                privileged_intents: spec.privileged_intents,
+                shards: spec.shards,
             });
         }
         Ok(World {
@@ -328,6 +340,9 @@ impl World {
             members_intent: true,
             guilds: vec![guild.id],
             extra_guilds: 0,
+            privileged_intents: crate::gateway::intents::GUILD_MEMBERS
+                | crate::gateway::intents::MESSAGE_CONTENT,
+            shards: None,
         };
         World::build(vec![bot], vec![guild]).expect("the demo world is valid")
     }
@@ -344,11 +359,19 @@ impl World {
         let mut bots = Vec::new();
         for (i, b) in array(&root, "bots", "world")?.iter().enumerate() {
             let at = format!("bots[{i}]");
+            let (members_intent, privileged_intents) = privileged(b, &at)?;
+            let shards = match count(b, "shards", &at)? {
+                None => None,
+                Some(n) if (1..=u32::MAX as usize).contains(&n) => Some(n as u32),
+                Some(_) => return Err(format!("{at}.shards must be at least 1")),
+            };
             bots.push(BotSpec {
                 token: string(b, "token", &at)?.ok_or(format!("{at}.token is required"))?,
                 id: snowflake(b, "id", &at)?.ok_or(format!("{at}.id is required"))?,
                 username: string(b, "username", &at)?.unwrap_or_else(|| format!("Bot{i}")),
-                members_intent: boolean(b, "members_intent", &at)?.unwrap_or(true),
+                members_intent,
+                privileged_intents,
+                shards,
                 guilds: array(b, "guilds", &at)?
                     .iter()
                     .map(|g| {
@@ -440,6 +463,39 @@ impl World {
             let guild = &self.guilds[g];
             (guild, &guild.channels[c])
         })
+    }
+}
+
+/// `members_intent` and `privileged_intents` of a bot, which describe the
+/// same portal switch for GUILD_MEMBERS and so must agree. Either one given
+/// decides it; neither means both privileged intents a bot backend needs
+/// (GUILD_MEMBERS, MESSAGE_CONTENT) are on, as in the demo world;
+/// GUILD_PRESENCES is on only when listed.
+fn privileged(b: &Value, at: &str) -> Result<(bool, u64), String> {
+    use crate::gateway::intents::{GUILD_MEMBERS, MESSAGE_CONTENT, privileged_bit};
+    let members = boolean(b, "members_intent", at)?;
+    let listed = match b.get("privileged_intents") {
+        None | Some(Value::Null) => None,
+        Some(_) => {
+            let mut bits = 0;
+            for name in array(b, "privileged_intents", at)? {
+                let bit = name.as_str().and_then(privileged_bit).ok_or(format!(
+                    "{at}.privileged_intents: {name} is not one of \"GUILD_MEMBERS\", \
+                     \"GUILD_PRESENCES\", \"MESSAGE_CONTENT\""
+                ))?;
+                bits |= bit;
+            }
+            Some(bits)
+        }
+    };
+    match (members, listed) {
+        (None, None) => Ok((true, GUILD_MEMBERS | MESSAGE_CONTENT)),
+        (Some(m), None) => Ok((m, if m { GUILD_MEMBERS } else { 0 } | MESSAGE_CONTENT)),
+        (None, Some(bits)) => Ok((bits & GUILD_MEMBERS != 0, bits)),
+        (Some(m), Some(bits)) if m == (bits & GUILD_MEMBERS != 0) => Ok((m, bits)),
+        (Some(_), Some(_)) => Err(format!(
+            "{at}.members_intent disagrees with GUILD_MEMBERS in {at}.privileged_intents"
+        )),
     }
 }
 
@@ -545,6 +601,29 @@ mod tests {
         assert_eq!(w.channel(2).unwrap().1.access, Access::ReadOnly);
         assert!(w.dm_closed(42) && w.dm_closed(43) && !w.dm_closed(44));
         assert_eq!(w.dm_closed_users(), vec![42, 43]);
+    }
+
+    #[test]
+    fn privileged_intents_and_members_intent_agree() {
+        use crate::gateway::intents::{GUILD_MEMBERS, GUILD_PRESENCES, MESSAGE_CONTENT};
+        let bot = |extra: &str| {
+            World::from_json(&format!(r#"{{"bots":[{{"token":"t","id":"5"{extra}}}]}}"#)).map(|w| {
+                let b = w.bot_by_token("t").unwrap();
+                (b.members_intent, b.privileged_intents, b.shards)
+            })
+        };
+        assert_eq!(bot(""), Ok((true, GUILD_MEMBERS | MESSAGE_CONTENT, None)));
+        assert_eq!(
+            bot(r#","members_intent":false"#),
+            Ok((false, MESSAGE_CONTENT, None))
+        );
+        assert_eq!(
+            bot(r#","privileged_intents":["GUILD_PRESENCES"],"shards":3"#),
+            Ok((false, GUILD_PRESENCES, Some(3)))
+        );
+        assert!(bot(r#","members_intent":true,"privileged_intents":[]"#).is_err());
+        assert!(bot(r#","privileged_intents":["GUILDS"]"#).is_err());
+        assert!(bot(r#","shards":0"#).is_err());
     }
 
     #[test]

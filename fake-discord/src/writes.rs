@@ -25,6 +25,14 @@
 //!   the staff answers in discord-api-docs PR #6647: a duplicate returns the
 //!   original message; a duplicate of a deleted message answers 404 10008.
 //!
+//! Every performed write also publishes its Gateway dispatch (MESSAGE_CREATE,
+//! MESSAGE_UPDATE, MESSAGE_DELETE, MESSAGE_DELETE_BULK,
+//! MESSAGE_REACTION_ADD/REMOVE, TYPING_START; `events/gateway-events.mdx`
+//! L1116-1490 for their fields) to every bot in the channel's guild, or to
+//! the DM's bot, while the state lock is still held, so dispatches leave in
+//! the order the writes happened. A nonce duplicate, a reaction already
+//! there or already gone changes nothing and publishes nothing.
+//!
 //! Invariant: each route does its checks and its change under the state
 //! lock (`state.rs`), in the order Discord documents or, where it does not,
 //! the order listed in README.md: path ids, channel (404/403/400), message
@@ -36,6 +44,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use crate::api::{self, ApiError, FormErrors, Route, parse_snowflake, path_id};
+use crate::gateway::payloads::{bot_member, message_event, reaction_emoji};
+use crate::gateway::{Event, Sink};
 use crate::http::Request;
 use crate::multipart;
 use crate::state::{Dm, Inner, Store, Stored};
@@ -96,9 +106,11 @@ pub enum Reply {
 }
 
 /// Answers a matched, authenticated, rate-limit-admitted write.
+#[allow(clippy::too_many_arguments)]
 pub fn handle(
     world: &World,
     store: &Store,
+    sink: &dyn Sink,
     opts: &WriteOptions,
     route: &Route,
     req: &Request,
@@ -106,17 +118,23 @@ pub fn handle(
     now: Instant,
 ) -> Result<Reply, ApiError> {
     match (route, req.method.as_str()) {
-        (Route::ChannelMessages(c), "POST") => create_message(world, store, opts, c, req, bot, now),
-        (Route::ChannelMessage(c, m), "PATCH") => edit_message(world, store, opts, c, m, req, bot),
+        (Route::ChannelMessages(c), "POST") => {
+            create_message(world, store, sink, opts, c, req, bot, now)
+        }
+        (Route::ChannelMessage(c, m), "PATCH") => {
+            edit_message(world, store, sink, opts, c, m, req, bot)
+        }
         (Route::ChannelMessage(c, m), "DELETE") => {
             let mut inner = store.lock();
             let dest = writable(world, &inner, bot, c)?;
             let id = find_message(&dest, &inner, m)?.0;
             inner.deleted.insert(id);
             inner.reactions.remove(&id);
+            let d = json!({ "id": id.to_string(), "channel_id": dest.id.to_string() });
+            emit(sink, world, &dest, "MESSAGE_DELETE", d);
             Ok(Reply::Empty)
         }
-        (Route::BulkDelete(c), _) => bulk_delete(world, store, c, req, bot),
+        (Route::BulkDelete(c), _) => bulk_delete(world, store, sink, c, req, bot),
         (
             Route::Reaction {
                 channel,
@@ -135,24 +153,108 @@ pub fn handle(
             } else {
                 path_id("user_id", user)?
             };
+            let message_author = inner.messages.get(&id).map(|m| m.author);
             let reactions = inner.reactions.entry(id).or_default();
-            if method == "PUT" {
-                reactions.entry(emoji).or_default().insert(user);
+            let changed = if method == "PUT" {
+                reactions.entry(emoji.clone()).or_default().insert(user)
             } else if let Some(users) = reactions.get_mut(&emoji) {
-                users.remove(&user);
+                let removed = users.remove(&user);
                 if users.is_empty() {
                     reactions.remove(&emoji);
                 }
+                removed
+            } else {
+                false
+            };
+            if changed {
+                let mut d = json!({
+                    "user_id": user.to_string(),
+                    "channel_id": dest.id.to_string(),
+                    "message_id": id.to_string(),
+                    "emoji": reaction_emoji(&emoji),
+                    "burst": false,
+                    "type": 0,
+                });
+                let t = if method == "PUT" {
+                    d["burst_colors"] = json!([]);
+                    if let Some(a) = message_author {
+                        d["message_author_id"] = json!(a.to_string());
+                    }
+                    if let Some((guild, _)) = dest.generated {
+                        let mut member = bot_member(guild.id);
+                        member["user"] = author(bot);
+                        d["member"] = member;
+                    }
+                    "MESSAGE_REACTION_ADD"
+                } else {
+                    "MESSAGE_REACTION_REMOVE"
+                };
+                emit(sink, world, &dest, t, d);
             }
             Ok(Reply::Empty)
         }
         (Route::Typing(c), _) => {
-            writable(world, &store.lock(), bot, c)?;
+            let inner = store.lock();
+            let dest = writable(world, &inner, bot, c)?;
+            let mut d = json!({
+                "channel_id": dest.id.to_string(),
+                "user_id": bot.id.to_string(),
+                "timestamp": unix_now_ms() / 1000,
+            });
+            if let Some((guild, _)) = dest.generated {
+                let mut member = bot_member(guild.id);
+                member["user"] = author(bot);
+                d["member"] = member;
+            }
+            emit(sink, world, &dest, "TYPING_START", d);
             Ok(Reply::Empty)
         }
         (Route::DmChannels, _) => open_dm(world, store, req, bot),
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+// --- Gateway events -----------------------------------------------------------
+
+/// Publishes a dispatch about a write in `dest` to the Gateway: to every
+/// bot in the channel's guild (with `guild_id` added to `d`), or to the bot
+/// of a DM (no `guild_id`, so shard 0 and the DIRECT_* intents).
+fn emit(sink: &dyn Sink, world: &World, dest: &Dest, t: &str, mut d: Value) {
+    let (guild_id, bots) = match (dest.generated, dest.dm) {
+        (Some((guild, _)), _) => (
+            Some(guild.id),
+            world
+                .bots()
+                .iter()
+                .filter(|b| b.in_guild(guild.id))
+                .map(|b| b.id)
+                .collect(),
+        ),
+        (None, Some(dm)) => (None, vec![dm.bot]),
+        (None, None) => return,
+    };
+    if let Some(g) = guild_id
+        && d.get("guild_id").is_none()
+    {
+        d["guild_id"] = json!(g.to_string());
+    }
+    sink.publish(Event {
+        t: t.to_string(),
+        d,
+        guild_id,
+        bots,
+    });
+}
+
+/// MESSAGE_CREATE / MESSAGE_UPDATE for a message written in `dest`.
+fn emit_message(sink: &dyn Sink, world: &World, dest: &Dest, t: &str, message: &Value) {
+    let guild = dest.generated.map(|(g, _)| g.id);
+    let mut d = message_event(message, guild, dest.kind);
+    if t == "MESSAGE_UPDATE" {
+        // gateway-events.mdx "Message Update": tts is always false.
+        d["tts"] = json!(false);
+    }
+    emit(sink, world, dest, t, d);
 }
 
 // --- Channels and messages ----------------------------------------------------
@@ -755,9 +857,11 @@ fn message_object(
 // --- Routes -------------------------------------------------------------------
 
 /// `POST /channels/{id}/messages`.
+#[allow(clippy::too_many_arguments)]
 fn create_message(
     world: &World,
     store: &Store,
+    sink: &dyn Sink,
     opts: &WriteOptions,
     raw_channel: &str,
     req: &Request,
@@ -812,6 +916,7 @@ fn create_message(
     if let Some(n) = nonce {
         inner.remember_nonce(bot.id, &n, id, opts.nonce_window, now);
     }
+    emit_message(sink, world, &dest, "MESSAGE_CREATE", &message);
     Ok(Reply::Json(message))
 }
 
@@ -819,9 +924,11 @@ fn create_message(
 /// embeds, components and attachments (message.mdx "Edit Message"); new
 /// files are appended, and `attachments`, when given, lists the old ones
 /// to keep.
+#[allow(clippy::too_many_arguments)]
 fn edit_message(
     world: &World,
     store: &Store,
+    sink: &dyn Sink,
     opts: &WriteOptions,
     raw_channel: &str,
     raw_message: &str,
@@ -899,6 +1006,7 @@ fn edit_message(
     m["edited_timestamp"] = json!(iso8601(now_ms));
     let answer = m.clone();
     inner.messages.insert(id, stored);
+    emit_message(sink, world, &dest, "MESSAGE_UPDATE", &answer);
     Ok(Reply::Json(answer))
 }
 
@@ -908,6 +1016,7 @@ fn edit_message(
 fn bulk_delete(
     world: &World,
     store: &Store,
+    sink: &dyn Sink,
     raw_channel: &str,
     req: &Request,
     bot: &Bot,
@@ -984,11 +1093,17 @@ fn bulk_delete(
         ));
     }
     let generated = dest.generated.map(|(_, c)| c);
+    let mut gone = Vec::new();
     for id in ids {
         if message_origin(dest.id, generated, &inner, id).is_some() {
             inner.deleted.insert(id);
             inner.reactions.remove(&id);
+            gone.push(json!(id.to_string()));
         }
+    }
+    if !gone.is_empty() {
+        let d = json!({ "ids": gone, "channel_id": dest.id.to_string() });
+        emit(sink, world, &dest, "MESSAGE_DELETE_BULK", d);
     }
     Ok(Reply::Empty)
 }
