@@ -5,7 +5,9 @@
 //! ones, `cluster`), the host's invalid-request budget (`guard`, and the
 //! refusals answered again without asking, `refusals`), Discord's
 //! IDs (`snowflake`), percent-encoding (`percent`) and how a call fails
-//! (`error`).
+//! (`error`). `gateway` is Discord's other side: one WebSocket connection
+//! per (bot, shard) on a thread of its own, passing dispatches to an
+//! `EventSink` it defines.
 //!
 //! Owns: every Discord URL, every token, every rate-limit decision.
 //!
@@ -17,7 +19,8 @@
 //! - only `route` knows Discord paths, and a `Route` holds `Snowflake`s and
 //!   integers only, so client text never reaches a URL;
 //! - a token leaves `bots` only as the `Authorization` header `client`
-//!   sends, and as the bytes `store` seals (never in clear at rest);
+//!   sends, as the `token` of the Gateway's Identify and Resume (never
+//!   logged), and as the bytes `store` seals (never in clear at rest);
 //! - a request is sent again only as its `write::Resend` allows: a write
 //!   whose answer was lost is re-sent only when sending twice cannot do
 //!   twice (PUT, DELETE, a message with a nonce); otherwise the outcome is
@@ -29,6 +32,7 @@ pub mod client;
 pub mod cluster;
 pub mod emoji;
 pub mod error;
+pub mod gateway;
 pub mod guard;
 pub mod percent;
 pub mod ratelimit;

@@ -47,6 +47,12 @@ pub enum Route {
         cursor: Option<Cursor>,
         limit: u16,
     },
+    /// `GET /gateway/bot`: the Gateway URL, the recommended shard count and
+    /// the bot's session-start budget (`discord::gateway`).
+    GatewayBot,
+    /// `GET /applications/@me`: the bot's application, whose `flags` say
+    /// which privileged intents are enabled (`--gateway-intents auto`).
+    CurrentApplication,
 }
 
 impl Route {
@@ -81,6 +87,8 @@ impl Route {
                     Some(Cursor::Around(id)) => format!("{base}&around={id}"),
                 }
             }
+            Route::GatewayBot => "/gateway/bot".into(),
+            Route::CurrentApplication => "/applications/@me".into(),
         }
     }
 
@@ -94,6 +102,8 @@ impl Route {
             Route::ChannelMessages { channel, .. } => {
                 ("GET /channels/:channel_id/messages", Some(channel))
             }
+            Route::GatewayBot => ("GET /gateway/bot", None),
+            Route::CurrentApplication => ("GET /applications/@me", None),
         };
         RouteKey {
             template,
@@ -276,6 +286,8 @@ mod tests {
             .path(),
             "/users/@me/guilds?limit=200&after=3"
         );
+        assert_eq!(Route::GatewayBot.path(), "/gateway/bot");
+        assert_eq!(Route::CurrentApplication.path(), "/applications/@me");
     }
 
     fn snowflake_at(unix_ms: u64) -> Snowflake {
