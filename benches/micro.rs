@@ -193,14 +193,14 @@ mod front {
                 Duration::from_secs(86_400),
             )),
             bots: Arc::new(BotRegistry::new(50, 128)),
-            discord: Discord::new(
+            discord: Arc::new(Discord::new(
                 "http://127.0.0.1:9",
                 Duration::from_secs(10),
                 256,
                 Arc::new(SystemClock),
                 Arc::clone(&invalid),
                 Duration::from_secs(30),
-            ),
+            )),
             cors: Cors::new(CorsOrigins::Any),
             max_wait: Duration::from_secs(10),
             invalid,
@@ -208,6 +208,10 @@ mod front {
             login_rate: ClientLimiter::per_minute(0),
             clients: ClientLimiter::new(0, 1),
             proxies: TrustedProxies::default(),
+            events: Arc::new(discord_bot_backend::events::Events::new(
+                Box::new(|_, _| unreachable!("the front benchmark opens no event stream")),
+                discord_bot_backend::events::IDLE_CLOSE,
+            )),
             discord_routes: discord_bot_backend::api::passthrough::RouteGroups::parse("read")
                 .unwrap(),
             writes: discord_bot_backend::api::writes::WriteSettings::new(

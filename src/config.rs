@@ -11,6 +11,7 @@ use clap::{CommandFactory, Parser};
 
 use crate::api::passthrough::RouteGroups;
 use crate::api::writes::{DEFAULT_MAX_UPLOAD_BYTES, DefaultMentions};
+use crate::discord::gateway::Intents;
 use crate::discord::guard::DEFAULT_INVALID_THRESHOLD;
 use crate::discord::ratelimit::DEFAULT_GLOBAL_PER_SECOND;
 use crate::http::clients::TrustedProxies;
@@ -130,6 +131,13 @@ pub struct Config {
     #[arg(long, env = "DISCORD_ROUTES", default_value = "read,messaging",
           value_parser = RouteGroups::parse)]
     pub discord_routes: RouteGroups,
+
+    /// Gateway intents: `auto` (every non-privileged intent, plus the
+    /// privileged ones the bot's application has enabled, never presences),
+    /// or a comma-separated list of intent names.
+    #[arg(long, env = "GATEWAY_INTENTS", default_value = "auto",
+          value_parser = Intents::parse)]
+    pub gateway_intents: Intents,
 
     /// Client connections open at once; one more is answered 503 and closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096,

@@ -13,8 +13,10 @@ use discord_bot_backend::api::writes::WriteSettings;
 use discord_bot_backend::config::Config;
 use discord_bot_backend::discord::Discord;
 use discord_bot_backend::discord::bots::BotRegistry;
+use discord_bot_backend::discord::gateway::{BotGateway, GatewayConfig};
 use discord_bot_backend::discord::guard::{InvalidRequests, LoginThrottle};
 use discord_bot_backend::discord::ratelimit::SystemClock;
+use discord_bot_backend::events::{self, Events};
 use discord_bot_backend::http::clients::ClientLimiter;
 use discord_bot_backend::http::cors::Cors;
 use discord_bot_backend::http::server::{Limits, Server};
@@ -163,7 +165,7 @@ fn run(config: &Config) -> Result<(), String> {
         Arc::clone(&invalid),
         config.refusal_cache(),
     );
-    let discord = match (&redis, &config.session_key) {
+    let discord = Arc::new(match (&redis, &config.session_key) {
         (Some(pool), Some(key)) => discord.with_cluster(Arc::new(RedisLimiter::new(
             Arc::clone(pool),
             key.clone(),
@@ -171,7 +173,24 @@ fn run(config: &Config) -> Result<(), String> {
             config.upstream_timeout() + Duration::from_secs(1),
         ))),
         _ => discord,
+    });
+    let gateway = GatewayConfig {
+        intents: config.gateway_intents.clone(),
+        ..GatewayConfig::default()
     };
+    let gateway_discord = Arc::clone(&discord);
+    let events = Arc::new(Events::new(
+        Box::new(move |bot, sink| {
+            BotGateway::start(
+                Arc::clone(&gateway_discord),
+                bot,
+                gateway.clone(),
+                sink,
+                Vec::new(),
+            )
+        }),
+        events::IDLE_CLOSE,
+    ));
     let api = Arc::new(Api {
         store: Arc::clone(&store),
         bots: Arc::clone(&bots),
@@ -184,6 +203,7 @@ fn run(config: &Config) -> Result<(), String> {
         clients: ClientLimiter::new(config.client_rate_limit, config.client_burst),
         proxies: config.trusted_proxies.clone(),
         discord_routes: config.discord_routes,
+        events: Arc::clone(&events),
         writes: WriteSettings::new(
             idempotency,
             nonce_secret,
@@ -204,6 +224,7 @@ fn run(config: &Config) -> Result<(), String> {
             sweep_api.logins.sweep(now);
             sweep_api.clients.sweep(now);
             sweep_api.login_rate.sweep(now);
+            sweep_api.events.sweep();
         },
         (config.session_idle_timeout() / 4).clamp(Duration::from_millis(100), MAX_SWEEP_INTERVAL),
     );
@@ -238,6 +259,8 @@ fn run(config: &Config) -> Result<(), String> {
     if abandoned > 0 {
         log::warn!("exiting with {abandoned} request(s) still in flight");
     }
+    // Closed with 4000, so the Gateway sessions stay resumable.
+    events.stop_all();
     store.flush();
     log::info!("stopped");
     Ok(())

@@ -10,6 +10,7 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("observe", &["api", "http", "store", "discord", "config"]),
     ("discord", &["api", "http", "store", "config"]),
     ("store", &["api", "http", "config"]),
+    ("events", &["api", "http", "store", "config"]),
     ("http", &["api", "store", "discord", "config"]),
     ("api", &["config"]),
 ];

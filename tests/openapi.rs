@@ -494,6 +494,7 @@ fn real_answers_match_the_documented_schemas() {
             get(&format!("/api/messages?channelId={GENERAL}&limit=3")),
         ),
         ("/healthz", get("/healthz")),
+        ("/api/gateway", get("/api/gateway")),
         ("/api/openapi.json", get("/api/openapi.json")),
     ];
     for (path, reply) in &cases {

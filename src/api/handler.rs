@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::auth::login_token;
 use crate::api::error::ApiError;
+use crate::api::events;
 use crate::api::passthrough::{self, RouteGroups};
 use crate::api::query::Query;
 use crate::api::reads::{self, Call};
@@ -37,7 +38,7 @@ const LOG_TARGET_MAX: usize = 256;
 pub struct Api {
     pub store: Arc<dyn SessionStore>,
     pub bots: Arc<BotRegistry>,
-    pub discord: Discord,
+    pub discord: Arc<Discord>,
     pub cors: Cors,
     /// `--max-ratelimit-wait`: the most one client request may wait, in
     /// total, on Discord's rate limits and on its bot's in-flight cap.
@@ -50,6 +51,8 @@ pub struct Api {
     pub clients: ClientLimiter,
     pub proxies: TrustedProxies,
     pub writes: WriteSettings,
+    /// Every bot's events, as its Gateway connection delivers them.
+    pub events: Arc<crate::events::Events>,
     /// `--discord-routes`: what the passthrough serves.
     pub discord_routes: RouteGroups,
 }
@@ -300,6 +303,8 @@ impl Api {
             Endpoint::Members => reads::members(&call, &query),
             Endpoint::Channels => reads::channels(&call, &query),
             Endpoint::Messages => reads::messages(&call, &query),
+            Endpoint::Events => self.events_stream(request, &session, &bot, &query),
+            Endpoint::Gateway => self.gateway_status(&bot),
             Endpoint::Passthrough => match found {
                 Some(found) => writer.passthrough(found),
                 None => unreachable!("the passthrough is routed first"),
@@ -312,6 +317,51 @@ impl Api {
             self.end_bot(&bot);
         }
         result
+    }
+
+    /// `GET /api/events`: the bot's events from its ring, as a stream that
+    /// ends within a second of its session's end.
+    fn events_stream(
+        &self,
+        request: &Request,
+        session: &SessionId,
+        bot: &Arc<Bot>,
+        query: &Query,
+    ) -> Result<Response, ApiError> {
+        let filters = events::Filters::parse(query)?;
+        let bot_id = crate::discord::Snowflake::parse(&bot.identity().id)
+            .ok_or_else(|| ApiError::Unavailable("the bot's identity is not known yet".into()))?;
+        let (bot_events, subscriber) = self.events.subscribe(bot, bot_id.get());
+        let (store, session) = (Arc::clone(&self.store), session.clone());
+        Ok(events::EventStream {
+            bot: bot_events,
+            _subscriber: subscriber,
+            filters,
+            last_seen: events::last_event_id(request, query),
+            alive: Box::new(move || matches!(store.get(&session), Ok(Some(_)))),
+        }
+        .response())
+    }
+
+    /// `GET /api/gateway`: the bot's Gateway connection as API.md shapes it;
+    /// `idle` while no subscriber has started it.
+    fn gateway_status(&self, bot: &Arc<Bot>) -> Result<Response, ApiError> {
+        let bot_id = crate::discord::Snowflake::parse(&bot.identity().id)
+            .ok_or_else(|| ApiError::Unavailable("the bot's identity is not known yet".into()))?;
+        let events = self.events.bot(bot_id.get());
+        let mut status = match events.gateway_status() {
+            Some(status) => serde_json::to_value(status).expect("a status always serializes"),
+            None => serde_json::json!({
+                "state": "idle", "intents": [], "shards": [], "sessionAgeSeconds": null,
+                "lastSequence": null, "heartbeatLatencyMs": null, "lastCloseCode": null,
+                "sessionStartsRemaining": null,
+            }),
+        };
+        status["subscribers"] = serde_json::json!({
+            "streams": events.subscribers(),
+            "webhooks": 0,
+        });
+        Ok(json_response(200, &status))
     }
 
     /// The request's live session and its bot: the one `admit` found when

@@ -231,11 +231,7 @@ fn count(result: &'static str) {
 /// A kept answer given again.
 fn replayed(answer: Answer) -> Response {
     let mut response = if answer.status == 204 {
-        Response {
-            status: 204,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        Response::no_content()
     } else {
         Response::json(answer.status, answer.body)
     };

@@ -17,6 +17,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod handler;
 pub mod idempotency;
 pub mod multipart;

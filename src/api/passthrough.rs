@@ -266,11 +266,7 @@ fn idempotent_methods_retry_safely(method: Method, error: ApiError) -> ApiError 
 /// headers unchanged.
 fn answer(reply: Reply) -> Response {
     let mut response = if reply.body.is_empty() {
-        Response {
-            status: reply.status,
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+        Response::empty(reply.status)
     } else {
         Response::json(reply.status, reply.body)
     };

@@ -27,6 +27,10 @@ pub(super) enum Endpoint {
     Typing,
     /// `/api/discord/v10/...`: any allowed Discord operation.
     Passthrough,
+    /// The bot's Gateway events as a Server-Sent Events stream.
+    Events,
+    /// The bot's Gateway connection state.
+    Gateway,
     Healthz,
     OpenApi,
     Metrics,
@@ -43,6 +47,8 @@ impl Endpoint {
                 | Endpoint::Healthz
                 | Endpoint::OpenApi
                 | Endpoint::Metrics
+                | Endpoint::Events
+                | Endpoint::Gateway
         )
     }
 }
@@ -113,6 +119,16 @@ const ROUTES: &[Path] = &[
         path: "/api/typing",
         allow: "POST, OPTIONS",
         endpoints: &[("POST", Endpoint::Typing)],
+    },
+    Path {
+        path: "/api/events",
+        allow: "GET, OPTIONS",
+        endpoints: &[("GET", Endpoint::Events)],
+    },
+    Path {
+        path: "/api/gateway",
+        allow: "GET, OPTIONS",
+        endpoints: &[("GET", Endpoint::Gateway)],
     },
     Path {
         path: "/api/openapi.json",

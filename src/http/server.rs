@@ -201,6 +201,68 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
+    /// A body written after the head for as long as it lasts (an event
+    /// stream), instead of `body`.
+    pub stream: Option<Streaming>,
+}
+
+/// What writes a streamed body: it runs on the connection's thread after
+/// the worker permit is given back, so an open stream holds no worker, and
+/// it ends when it returns (the connection is then closed).
+pub trait StreamBody: Send {
+    fn run(self: Box<Self>, out: &mut StreamOut<'_>);
+}
+
+/// Where a streamed body goes: the client's socket, each write bounded by
+/// `--client-timeout` (a client that stops reading is dropped), and whether
+/// the server is stopping (streams end then).
+pub struct StreamOut<'a> {
+    stream: &'a mut TcpStream,
+    stopping: &'a AtomicBool,
+}
+
+impl StreamOut<'_> {
+    /// Whether the server is shutting down: the stream should end.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+impl Write for StreamOut<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.stream.write(bytes)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.stream.write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// A `StreamBody` a `Response` can carry (it is `Clone` and `PartialEq`
+/// like the rest of it: by identity).
+#[derive(Clone)]
+pub struct Streaming(Arc<Mutex<Option<Box<dyn StreamBody>>>>);
+
+impl Streaming {
+    fn take(&self) -> Option<Box<dyn StreamBody>> {
+        self.0.lock().take()
+    }
+}
+
+impl PartialEq for Streaming {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Streaming")
+    }
 }
 
 impl Response {
@@ -213,15 +275,31 @@ impl Response {
             status,
             headers: vec![("Content-Type", content_type.into())],
             body,
+            stream: None,
+        }
+    }
+
+    /// A 200 whose body `body` writes for as long as it lasts; the
+    /// connection closes after it.
+    pub fn streaming(content_type: &'static str, body: Box<dyn StreamBody>) -> Self {
+        Response {
+            stream: Some(Streaming(Arc::new(Mutex::new(Some(body))))),
+            ..Response::typed(200, content_type, Vec::new())
         }
     }
 
     /// 204: a CORS preflight answer.
     pub fn no_content() -> Self {
+        Response::empty(204)
+    }
+
+    /// A status with no body (204, or a passthrough's empty answer).
+    pub fn empty(status: u16) -> Self {
         Response {
-            status: 204,
+            status,
             headers: Vec::new(),
             body: Vec::new(),
+            stream: None,
         }
     }
 
@@ -550,6 +628,11 @@ impl<'a> Connection<'a> {
             if self.shared.stopping.load(Ordering::SeqCst) {
                 keep_alive = false;
             }
+            if let Some(body) = response.stream.as_ref().and_then(Streaming::take) {
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.stream_body(&response, body);
+                return;
+            }
             let written = write_response(&mut self.stream, &response, keep_alive, head.http10);
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             if written.is_err() || !keep_alive {
@@ -561,6 +644,25 @@ impl<'a> Connection<'a> {
                 self.buf = Vec::new();
             }
         }
+    }
+
+    /// Writes a streamed response: the head (no length: the body ends when
+    /// the connection closes), then the body for as long as it runs, then
+    /// closes. Counted out of `in_flight` already: shutdown does not wait
+    /// for streams, which end when they see it.
+    fn stream_body(&mut self, response: &Response, body: Box<dyn StreamBody>) {
+        let head = encode_head(response, false, false);
+        if self.stream.write_all(&head).is_ok() {
+            let _ = self.stream.set_read_timeout(None);
+            catch_unwind(AssertUnwindSafe(|| {
+                body.run(&mut StreamOut {
+                    stream: &mut self.stream,
+                    stopping: &self.shared.stopping,
+                });
+            }))
+            .unwrap_or_else(|_| log::error!("an event stream panicked (see above); closed"));
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
     }
 
     /// Runs the handler under a permit; a panic in it is answered 500 and
@@ -884,7 +986,7 @@ fn encode_head(response: &Response, keep_alive: bool, http10: bool) -> Vec<u8> {
     for (name, value) in &response.headers {
         let _ = write!(out, "{name}: {value}\r\n");
     }
-    if response.status != 204 {
+    if response.status != 204 && response.stream.is_none() {
         let _ = write!(out, "Content-Length: {}\r\n", response.body.len());
     }
     match (keep_alive, http10) {

@@ -190,6 +190,11 @@ impl Fake {
         self.get_json("stats")
     }
 
+    /// The fake Gateway's counters (fake-discord/README.md, "Gateway").
+    pub fn gateway_stats(&self) -> Value {
+        self.get_json("gateway/stats")
+    }
+
     pub fn reset(&self) {
         self.agent
             .post(&self.control("reset"))

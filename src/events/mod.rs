@@ -1,0 +1,304 @@
+//! events: what the bots' Gateway connections deliver, kept per bot in a
+//! ring (`ring`) that every stream of the bot reads (API.md, "Events").
+//!
+//! Owns: event IDs, the envelope and SSE frame of each event, which bots
+//! have subscribers.
+//!
+//! Architecture invariants:
+//! - imports only `discord` and `observe`: it knows no HTTP request, status
+//!   or session (`api` checks those and hands it a bot);
+//! - one Gateway connection per bot, started by its first subscriber and
+//!   closed (resumably) `IDLE_CLOSE` after its last;
+//! - an event is rendered once, into the frame every stream writes;
+//! - Discord's `d` reaches streams as Discord's bytes, never re-serialised.
+
+pub mod ring;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::discord::bots::Bot;
+use crate::discord::gateway::{BotGateway, Dispatch, EventSink, GatewayStatus, Marker};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub use ring::{Frame, Read, Ring};
+
+/// API.md: the Gateway "closes 15 minutes after the last [subscriber] is
+/// gone": each start costs one of the day's 1,000 session starts.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(15 * 60);
+
+/// Starts a bot's Gateway connection, delivering to the sink (`main` wires
+/// it to `BotGateway::start` with the Discord client and the options).
+pub type Starter = Box<dyn Fn(Arc<Bot>, Arc<dyn EventSink>) -> BotGateway + Send + Sync>;
+
+/// Every bot with a ring: created with its first subscriber, and its
+/// Gateway connection, started then.
+pub struct Events {
+    bots: Mutex<HashMap<u64, Arc<BotEvents>>>,
+    starter: Starter,
+    idle_close: Duration,
+}
+
+impl Events {
+    pub fn new(starter: Starter, idle_close: Duration) -> Events {
+        Events {
+            bots: Mutex::default(),
+            starter,
+            idle_close,
+        }
+    }
+
+    /// The bot's events, made on first use.
+    pub fn bot(&self, bot_id: u64) -> Arc<BotEvents> {
+        let mut bots = self.bots.lock();
+        Arc::clone(
+            bots.entry(bot_id)
+                .or_insert_with(|| Arc::new(BotEvents::new(bot_id))),
+        )
+    }
+
+    /// A subscriber of the bot's events for as long as the guard lives; the
+    /// first one starts the bot's Gateway connection.
+    pub fn subscribe(&self, bot: &Arc<Bot>, bot_id: u64) -> (Arc<BotEvents>, Subscriber) {
+        let events = self.bot(bot_id);
+        let subscriber = events.subscribe();
+        let mut gateway = events.gateway.lock();
+        if gateway.is_none() {
+            let sink: Arc<dyn EventSink> = Arc::clone(&events) as _;
+            *gateway = Some((self.starter)(Arc::clone(bot), sink));
+        }
+        drop(gateway);
+        (events, subscriber)
+    }
+
+    /// Closes (resumably, with 4000) the Gateway connections of bots
+    /// without a subscriber for `idle_close`. Called by the sweeper.
+    pub fn sweep(&self) {
+        let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
+        for events in bots {
+            let idle = events
+                .idle_since
+                .lock()
+                .is_some_and(|since| since.elapsed() >= self.idle_close);
+            if idle && events.subscribers() == 0 {
+                let gateway = events.gateway.lock().take();
+                if let Some(gateway) = gateway {
+                    log::info!(
+                        "Gateway of bot {} closed: no subscriber for {} s",
+                        events.bot_id,
+                        self.idle_close.as_secs()
+                    );
+                    gateway.stop(false);
+                }
+                *events.idle_since.lock() = None;
+            }
+        }
+    }
+
+    /// Closes every Gateway connection, resumably (shutdown).
+    pub fn stop_all(&self) {
+        let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
+        for events in bots {
+            if let Some(gateway) = events.gateway.lock().take() {
+                gateway.stop(false);
+            }
+        }
+    }
+}
+
+/// One bot's events: its ring, its subscribers and its Gateway connection.
+pub struct BotEvents {
+    pub bot_id: u64,
+    bot_text: Box<str>,
+    pub ring: Ring,
+    subscribers: AtomicUsize,
+    gateway: Mutex<Option<BotGateway>>,
+    /// Since when no subscriber has been left (`Events::sweep`).
+    idle_since: Mutex<Option<Instant>>,
+}
+
+impl BotEvents {
+    fn new(bot_id: u64) -> BotEvents {
+        BotEvents {
+            bot_id,
+            bot_text: bot_id.to_string().into(),
+            ring: Ring::new(1),
+            subscribers: AtomicUsize::new(0),
+            gateway: Mutex::new(None),
+            idle_since: Mutex::new(None),
+        }
+    }
+
+    /// The Gateway connection's state, for `GET /api/gateway`; `None` when
+    /// it is not running.
+    pub fn gateway_status(&self) -> Option<GatewayStatus> {
+        self.gateway.lock().as_ref().map(BotGateway::status)
+    }
+
+    /// A Gateway dispatch: `data` is Discord's `d`, as it came.
+    pub fn dispatch(
+        &self,
+        shard: [u16; 2],
+        kind: &str,
+        data: &str,
+        guild_id: Option<u64>,
+        channel_id: Option<u64>,
+    ) -> u64 {
+        self.ring.push(kind, guild_id, channel_id, false, |id| {
+            frame(id, kind, &envelope(id, kind, &self.bot_text, shard, data))
+        })
+    }
+
+    /// A marker (`gateway.ready`, `gateway.disconnected`, …): reaches every
+    /// stream whatever its filters. `data` is a JSON object of details.
+    pub fn marker(&self, kind: &str, shard: [u16; 2], data: &serde_json::Value) -> u64 {
+        let data = data.to_string();
+        self.ring.push(kind, None, None, true, |id| {
+            frame(id, kind, &envelope(id, kind, &self.bot_text, shard, &data))
+        })
+    }
+
+    /// A marker for one stream only (`stream.gap`, `stream.overflow`): not
+    /// kept, with the ID the stream continues from.
+    pub fn stream_marker(&self, id: u64, kind: &str, data: &serde_json::Value) -> Vec<u8> {
+        frame(
+            id,
+            kind,
+            &envelope(id, kind, &self.bot_text, [0, 1], &data.to_string()),
+        )
+    }
+
+    /// Counts a subscriber for as long as the guard lives.
+    pub fn subscribe(self: &Arc<Self>) -> Subscriber {
+        self.subscribers.fetch_add(1, Ordering::SeqCst);
+        *self.idle_since.lock() = None;
+        Subscriber(Arc::clone(self))
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::SeqCst)
+    }
+}
+
+/// A stream's hold on its bot's events.
+pub struct Subscriber(Arc<BotEvents>);
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        if self.0.subscribers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            *self.0.idle_since.lock() = Some(Instant::now());
+        }
+    }
+}
+
+/// What the bot's Gateway connection delivers goes into its ring: each
+/// dispatch as an event, each change of the connection as a marker.
+impl EventSink for BotEvents {
+    fn dispatch(&self, event: &Dispatch<'_>) {
+        BotEvents::dispatch(
+            self,
+            event.shard,
+            event.kind,
+            event.data.get(),
+            event.guild_id,
+            event.channel_id,
+        );
+    }
+
+    fn marker(&self, marker: &Marker) {
+        let (kind, shard, data) = match marker {
+            Marker::Ready { shard } => ("gateway.ready", *shard, json!({})),
+            Marker::Resumed { shard } => ("gateway.resumed", *shard, json!({})),
+            Marker::Disconnected { shard, code } => {
+                ("gateway.disconnected", *shard, json!({ "code": code }))
+            }
+            Marker::Failed {
+                shard,
+                code,
+                reason,
+            } => (
+                "gateway.failed",
+                *shard,
+                json!({ "code": code, "reason": reason }),
+            ),
+        };
+        BotEvents::marker(self, kind, shard, &data);
+    }
+}
+
+/// The envelope of API.md: `{"id", "type", "botId", "shard", "receivedAt",
+/// "data"}`, with `data` spliced in as Discord's bytes.
+fn envelope(id: u64, kind: &str, bot: &str, shard: [u16; 2], data: &str) -> String {
+    let received = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let kind = serde_json::to_string(kind).unwrap_or_default();
+    format!(
+        r#"{{"id":"{id}","type":{kind},"botId":"{bot}","shard":[{},{}],"receivedAt":"{received}","data":{data}}}"#,
+        shard[0], shard[1]
+    )
+}
+
+/// The SSE frame: one `data:` line (the envelope is one line of JSON).
+fn frame(id: u64, kind: &str, envelope: &str) -> Vec<u8> {
+    let kind: String = kind.chars().filter(|c| !c.is_control()).collect();
+    format!("id: {id}\nevent: {kind}\ndata: {envelope}\n\n").into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events() -> Events {
+        Events::new(
+            Box::new(|_, _| unreachable!("no Gateway in unit tests")),
+            IDLE_CLOSE,
+        )
+    }
+
+    #[test]
+    fn a_dispatch_is_one_frame_with_discords_data_unchanged() {
+        let events = events();
+        let bot = events.bot(42);
+        let id = bot.dispatch(
+            [0, 1],
+            "MESSAGE_CREATE",
+            r#"{"content":"hi" }"#,
+            Some(1),
+            Some(2),
+        );
+        let Read::Frames(frames) = bot.ring.read(id - 1, 10, std::time::Duration::ZERO) else {
+            panic!("a gap")
+        };
+        let text = std::str::from_utf8(&frames[0].bytes).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("id: 1"));
+        assert_eq!(lines.next(), Some("event: MESSAGE_CREATE"));
+        let data = lines.next().unwrap().strip_prefix("data: ").unwrap();
+        assert!(data.ends_with(r#""data":{"content":"hi" }}"#), "{data}");
+        let envelope: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(envelope["id"], "1");
+        assert_eq!(envelope["botId"], "42");
+        assert_eq!(envelope["shard"], serde_json::json!([0, 1]));
+        assert!(text.ends_with("\n\n"));
+    }
+
+    #[test]
+    fn subscribers_are_counted_while_their_guard_lives() {
+        let events = events();
+        let bot = events.bot(1);
+        let first = bot.subscribe();
+        let second = bot.subscribe();
+        assert_eq!(bot.subscribers(), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(bot.subscribers(), 0);
+        assert!(Arc::ptr_eq(&bot, &events.bot(1)));
+    }
+}
