@@ -208,6 +208,7 @@ mod front {
             login_rate: ClientLimiter::per_minute(0),
             clients: ClientLimiter::new(0, 1),
             proxies: TrustedProxies::default(),
+            tickets: Default::default(),
             events: Arc::new(discord_bot_backend::events::Events::new(
                 Box::new(|_, _| unreachable!("the front benchmark opens no event stream")),
                 discord_bot_backend::events::IDLE_CLOSE,

@@ -204,6 +204,7 @@ fn run(config: &Config) -> Result<(), String> {
         proxies: config.trusted_proxies.clone(),
         discord_routes: config.discord_routes,
         events: Arc::clone(&events),
+        tickets: Default::default(),
         writes: WriteSettings::new(
             idempotency,
             nonce_secret,

@@ -316,3 +316,31 @@ fn a_privileged_intent_the_application_lacks_fails_with_a_reason_to_act_on() {
     let status = service.get("/api/gateway", &session).json();
     assert_eq!(status["state"], "failed", "{status}");
 }
+
+#[test]
+fn a_ticket_opens_one_stream_once_and_never_reaches_a_log_line() {
+    let s = setup(&[]);
+    let reply = s.service.request(
+        "POST",
+        "/api/events/tickets",
+        &[("Authorization", &s.session)],
+        None,
+    );
+    assert_eq!(reply.status, 201, "{reply:?}");
+    assert_eq!(reply.json()["expiresIn"], 60);
+    let ticket = reply.json()["ticket"].as_str().unwrap().to_string();
+    let mut stream = Stream::open(&s.service, &format!("?ticket={ticket}"), &[]);
+    assert_eq!(stream.status, 200);
+    stream.until("gateway.ready", Duration::from_secs(10));
+    let again = Stream::open(&s.service, &format!("?ticket={ticket}"), &[]);
+    assert_eq!(again.status, 401, "a ticket works once");
+    assert!(s.service.wait_for_log("ticket=<redacted>"));
+    assert!(!s.service.logs().contains(&ticket), "{}", s.service.logs());
+}
+
+#[test]
+fn a_ticket_needs_a_session_to_be_made() {
+    let s = setup(&[]);
+    let reply = s.service.request("POST", "/api/events/tickets", &[], None);
+    assert_eq!(reply.status, 401, "{reply:?}");
+}

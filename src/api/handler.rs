@@ -19,6 +19,7 @@ use crate::api::passthrough::{self, RouteGroups};
 use crate::api::query::Query;
 use crate::api::reads::{self, Call};
 use crate::api::routes::{Endpoint, OPENAPI, preflight_methods, resolve, route_label};
+use crate::api::tickets;
 use crate::api::writes::{WriteSettings, Writer};
 use crate::discord::Discord;
 use crate::discord::bots::{Bot, BotRegistry};
@@ -53,6 +54,8 @@ pub struct Api {
     pub writes: WriteSettings,
     /// Every bot's events, as its Gateway connection delivers them.
     pub events: Arc<crate::events::Events>,
+    /// Single-use stream tickets.
+    pub tickets: tickets::Tickets,
     /// `--discord-routes`: what the passthrough serves.
     pub discord_routes: RouteGroups,
 }
@@ -305,6 +308,15 @@ impl Api {
             Endpoint::Messages => reads::messages(&call, &query),
             Endpoint::Events => self.events_stream(request, &session, &bot, &query),
             Endpoint::Gateway => self.gateway_status(&bot),
+            Endpoint::Ticket => match self.tickets.issue(session.clone()) {
+                Some(ticket) => Ok(json_response(
+                    201,
+                    &serde_json::json!({ "ticket": ticket, "expiresIn": tickets::LIFETIME.as_secs() }),
+                )),
+                None => Err(ApiError::Unavailable(
+                    "too many stream tickets are waiting to be used; retry shortly".into(),
+                )),
+            },
             Endpoint::Passthrough => match found {
                 Some(found) => writer.passthrough(found),
                 None => unreachable!("the passthrough is routed first"),
@@ -420,7 +432,8 @@ impl Api {
         if !log::log_enabled!(log::Level::Info) {
             return response;
         }
-        let target = passthrough::without_tokens(target);
+        let target = tickets::redact(target);
+        let target = passthrough::without_tokens(&target);
         let (method, target) = (log_safe(method), log_safe(&target));
         let duration_ms = (elapsed.as_secs_f64() * 10_000.0).round() / 10.0;
         let session = context.session_prefix.as_deref().unwrap_or("-");
@@ -488,17 +501,32 @@ impl Api {
     }
 
     fn authenticate(&self, request: &Request) -> Result<(SessionId, Arc<Bot>), ApiError> {
-        let header = request
-            .header("authorization")
-            .ok_or(ApiError::Unauthorized(
-                "missing Authorization header; send the session ID from /api/auth/login",
-            ))?;
-        let session = SessionId::parse(presented_session(header, request.path()))
-            .ok_or(ApiError::Unauthorized("invalid session ID; log in again"))?;
+        let session = match request.header("authorization") {
+            Some(header) => SessionId::parse(presented_session(header, request.path()))
+                .ok_or(ApiError::Unauthorized("invalid session ID; log in again"))?,
+            None => self.ticket_session(request)?,
+        };
         let bot = self.store.get(&session)?.ok_or(ApiError::Unauthorized(
             "unknown or expired session; log in again",
         ))?;
         self.check_bot(session, bot)
+    }
+
+    /// The session of a stream ticket (`GET /api/events?ticket=`), spent
+    /// by this use.
+    fn ticket_session(&self, request: &Request) -> Result<SessionId, ApiError> {
+        const MISSING: &str =
+            "missing Authorization header; send the session ID from /api/auth/login";
+        if request.path() != "/api/events" {
+            return Err(ApiError::Unauthorized(MISSING));
+        }
+        let query = Query::parse(request.query())?;
+        let ticket = query
+            .text("ticket")
+            .ok_or(ApiError::Unauthorized(MISSING))?;
+        self.tickets.redeem(ticket).ok_or(ApiError::Unauthorized(
+            "unknown, used or expired stream ticket; ask POST /api/events/tickets for a new one",
+        ))
     }
 
     /// A session whose bot's token Discord rejected ends here.

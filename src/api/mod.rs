@@ -25,6 +25,7 @@ pub mod passthrough;
 pub mod query;
 pub mod reads;
 pub mod routes;
+pub mod tickets;
 pub mod writes;
 
 pub use error::ApiError;

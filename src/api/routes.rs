@@ -31,6 +31,8 @@ pub(super) enum Endpoint {
     Events,
     /// The bot's Gateway connection state.
     Gateway,
+    /// A single-use ticket for a stream without headers.
+    Ticket,
     Healthz,
     OpenApi,
     Metrics,
@@ -49,6 +51,7 @@ impl Endpoint {
                 | Endpoint::Metrics
                 | Endpoint::Events
                 | Endpoint::Gateway
+                | Endpoint::Ticket
         )
     }
 }
@@ -124,6 +127,11 @@ const ROUTES: &[Path] = &[
         path: "/api/events",
         allow: "GET, OPTIONS",
         endpoints: &[("GET", Endpoint::Events)],
+    },
+    Path {
+        path: "/api/events/tickets",
+        allow: "POST, OPTIONS",
+        endpoints: &[("POST", Endpoint::Ticket)],
     },
     Path {
         path: "/api/gateway",
