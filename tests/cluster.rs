@@ -646,3 +646,48 @@ fn one_idempotency_key_sent_to_two_instances_at_once_reaches_discord_once() {
     assert_eq!(replay.header("idempotent-replayed"), Some("true"));
     assert_eq!(fake.created_messages(GENERAL).len(), 1);
 }
+
+#[test]
+fn the_bots_sessions_are_counted_across_instances_before_its_gateway_closes() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let fake = Fake::start_with(&standard(), &["--gateway-heartbeat-ms", "500"]);
+    let a = instance(&fake, &redis, &[]);
+    let b = instance(&fake, &redis, &[]);
+    let on_a = a.session(TOKEN);
+    let on_b = b.session(TOKEN);
+    // A stream on a starts the bot's Gateway there.
+    let stream = std::net::TcpStream::connect(&a.addr).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    std::io::Write::write_all(
+        &mut writer,
+        format!("GET /api/events HTTP/1.1\r\nHost: t\r\nAuthorization: {on_b}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let opened = |n: u64| fake.gateway_stats()["bots"][BOT_ID]["connections_open"] == n;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !opened(1) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(opened(1));
+    // A session of the bot lives on (made on b): a's logout keeps it.
+    assert_eq!(a.logout(&on_a).status, 200);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(opened(1), "{}", fake.gateway_stats());
+    drop(stream);
+    // The bot's last session, wherever it ends, counts as none left.
+    assert_eq!(b.logout(&on_b).status, 200);
+    let last = a.session(TOKEN);
+    assert_eq!(a.logout(&last).status, 200);
+    let closed = || {
+        fake.gateway_stats()["bots"][BOT_ID]["close_codes_received"]
+            .as_array()
+            .is_some_and(|codes| codes.contains(&json!(1000)))
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !closed() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(closed(), "{}", fake.gateway_stats());
+}

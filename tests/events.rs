@@ -344,3 +344,39 @@ fn a_ticket_needs_a_session_to_be_made() {
     let reply = s.service.request("POST", "/api/events/tickets", &[], None);
     assert_eq!(reply.status, 401, "{reply:?}");
 }
+
+/// The close codes the fake received from this bot's connections.
+fn closes_received(fake: &Fake) -> Vec<u64> {
+    fake.gateway_stats()["bots"][BOT_ID]["close_codes_received"]
+        .as_array()
+        .map(|codes| codes.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_last_sessions_logout_closes_the_gateway_with_1000() {
+    let s = setup(&[]);
+    let mut stream = s.stream("");
+    stream.until("gateway.ready", Duration::from_secs(10));
+    assert_eq!(s.service.logout(&s.session).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !closes_received(&s.fake).contains(&1000) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(closes_received(&s.fake), vec![1000]);
+}
+
+#[test]
+fn a_logout_while_the_bot_has_another_session_keeps_the_gateway() {
+    let s = setup(&[]);
+    let other = s.service.session(TOKEN);
+    let mut stream = Stream::open(&s.service, "", &[("Authorization", &other)]);
+    stream.until("gateway.ready", Duration::from_secs(10));
+    assert_eq!(s.service.logout(&s.session).status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(closes_received(&s.fake).is_empty());
+    assert_eq!(
+        s.fake.gateway_stats()["bots"][BOT_ID]["connections_open"],
+        1
+    );
+}

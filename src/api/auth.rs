@@ -117,6 +117,13 @@ impl Api {
             identity.id,
             identity.username
         );
+        // Its last session: the bot is gone for good (API.md, "Gateway
+        // behaviour"); an unanswered count keeps the connection, resumable.
+        if self.store.sessions_of(&bot).is_ok_and(|n| n == 0)
+            && let Some(id) = crate::discord::Snowflake::parse(&identity.id)
+        {
+            self.events.bot_gone(id.get());
+        }
         Ok(json_response(
             200,
             &serde_json::json!({"message": "Logged out successfully"}),

@@ -546,6 +546,9 @@ impl Api {
     pub(super) fn end_bot(&self, bot: &Arc<Bot>) {
         self.bots.remember_rejected(bot);
         let identity = bot.identity();
+        if let Some(id) = crate::discord::Snowflake::parse(&identity.id) {
+            self.events.bot_gone(id.get());
+        }
         match self.store.remove_bot(bot) {
             Ok(ended) => {
                 for prefix in ended {

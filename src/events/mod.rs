@@ -101,6 +101,25 @@ impl Events {
         }
     }
 
+    /// The bot is gone for good (its last session logged out, or Discord
+    /// rejected its token): its Gateway connection closes with 1000, so
+    /// Discord shows it offline, on a thread of its own (closing waits for
+    /// the shards).
+    pub fn bot_gone(&self, bot_id: u64) {
+        let Some(events) = self.bots.lock().get(&bot_id).cloned() else {
+            return;
+        };
+        if let Some(gateway) = events.gateway.lock().take() {
+            log::info!("Gateway of bot {bot_id} closed: the bot has no session left");
+            let closing = std::thread::Builder::new()
+                .name("gateway-close".into())
+                .spawn(move || drop(gateway.stop(true)));
+            if let Err(e) = closing {
+                log::warn!("cannot close the Gateway of bot {bot_id}: {e}");
+            }
+        }
+    }
+
     /// Closes every Gateway connection, resumably (shutdown).
     pub fn stop_all(&self) {
         let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();

@@ -341,6 +341,10 @@ impl SessionStore for MemoryStore {
         Ok(restored.and_then(|known| self.remove_known(&known)))
     }
 
+    fn sessions_of(&self, bot: &Arc<Bot>) -> Result<usize, StoreError> {
+        Ok(self.sessions.read().of_bot(bot) as usize)
+    }
+
     fn remove_bot(&self, bot: &Arc<Bot>) -> Result<Vec<String>, StoreError> {
         let mut ended = Vec::new();
         self.sessions

@@ -80,6 +80,9 @@ pub trait SessionStore: Send + Sync {
     /// Ends every session of this bot (Discord rejected its token).
     /// Returns the ended sessions' log prefixes.
     fn remove_bot(&self, bot: &Arc<Bot>) -> Result<Vec<String>, StoreError>;
+    /// How many live sessions the bot has (on every instance): when none is
+    /// left, its Gateway connection closes for good.
+    fn sessions_of(&self, bot: &Arc<Bot>) -> Result<usize, StoreError>;
     /// Removes sessions idle past the timeout; returns them for logging.
     /// A store whose entries expire by themselves returns nothing.
     fn sweep(&self) -> Vec<(String, Arc<Bot>)>;

@@ -344,6 +344,10 @@ impl SessionStore for DurableStore {
         self.memory.remove(id)
     }
 
+    fn sessions_of(&self, bot: &Arc<Bot>) -> Result<usize, StoreError> {
+        self.memory.sessions_of(bot)
+    }
+
     fn remove_bot(&self, bot: &Arc<Bot>) -> Result<Vec<String>, StoreError> {
         let digest = self.bot_digest(bot);
         self.write(|db| db.delete_bot(&digest))?;

@@ -272,6 +272,21 @@ impl SessionStore for RedisStore {
         stored.map_or(Ok(None), |stored| self.local_bot(&hash, stored))
     }
 
+    /// Counted in the bot's index by expiry, against Redis's own clock (the
+    /// one the scripts stamp them with).
+    fn sessions_of(&self, bot: &Arc<Bot>) -> Result<usize, StoreError> {
+        let bot_hash = self.bot_hash(bot);
+        self.pool.run(|c| {
+            redis::Script::new(
+                "local t = redis.call('TIME') \
+                 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+                 return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')",
+            )
+            .key(format!("{BOT_KEY_PREFIX}{bot_hash}"))
+            .invoke(c)
+        })
+    }
+
     fn remove_bot(&self, bot: &Arc<Bot>) -> Result<Vec<String>, StoreError> {
         let bot_hash = self.bot_hash(bot);
         self.cache.lock().remove(&bot_hash);
