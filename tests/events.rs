@@ -380,3 +380,27 @@ fn a_logout_while_the_bot_has_another_session_keeps_the_gateway() {
         1
     );
 }
+
+#[test]
+fn gateway_sessions_and_events_are_counted_in_metrics() {
+    let s = setup(&[]);
+    let mut stream = s.stream("");
+    stream.until("gateway.ready", Duration::from_secs(10));
+    s.send("counted");
+    stream.until("MESSAGE_CREATE", Duration::from_secs(5));
+    let scrape = s.service.request("GET", "/metrics", &[], None).text;
+    assert!(
+        scrape.contains(r#"dbb_gateway_connection_changes_total{change="ready",code="none"} 1"#),
+        "{scrape}"
+    );
+    let events: f64 = scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("dbb_gateway_events_total "))
+        .expect("the events counter")
+        .parse()
+        .unwrap();
+    assert!(
+        events >= 2.0,
+        "GUILD_CREATE and MESSAGE_CREATE at least: {events}"
+    );
+}

@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::discord::bots::Bot;
 use crate::discord::gateway::{BotGateway, Dispatch, EventSink, GatewayStatus, Marker};
+use crate::observe::metrics;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -220,6 +221,7 @@ impl Drop for Subscriber {
 /// dispatch as an event, each change of the connection as a marker.
 impl EventSink for BotEvents {
     fn dispatch(&self, event: &Dispatch<'_>) {
+        metrics::global().gateway_events.inc();
         BotEvents::dispatch(
             self,
             event.shard,
@@ -231,6 +233,13 @@ impl EventSink for BotEvents {
     }
 
     fn marker(&self, marker: &Marker) {
+        let (change, code) = match marker {
+            Marker::Ready { .. } => ("ready", None),
+            Marker::Resumed { .. } => ("resumed", None),
+            Marker::Disconnected { code, .. } => ("disconnected", *code),
+            Marker::Failed { code, .. } => ("failed", *code),
+        };
+        metrics::global().observe_gateway(change, code);
         let (kind, shard, data) = match marker {
             Marker::Ready { shard } => ("gateway.ready", *shard, json!({})),
             Marker::Resumed { shard } => ("gateway.resumed", *shard, json!({})),

@@ -64,6 +64,11 @@ pub struct Metrics {
     /// or refused for it: running (`in_use`, 409) or another request
     /// (`reused`, 422). Discord was asked for none of them.
     pub idempotency: IntCounterVec,
+    /// Gateway dispatches received, all bots.
+    pub gateway_events: IntCounter,
+    /// Gateway connection changes: `ready` (a new session), `resumed`,
+    /// `disconnected` and `failed`, by close code (`none` without one).
+    pub gateway_changes: IntCounterVec,
 }
 
 /// Gauges owned elsewhere, read when a scrape is rendered.
@@ -150,8 +155,24 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let gateway_events = IntCounter::new(
+            "dbb_gateway_events_total",
+            "Gateway dispatches received, all bots.",
+        )
+        .expect("valid metric");
+        let gateway_changes = IntCounterVec::new(
+            Opts::new(
+                "dbb_gateway_connection_changes_total",
+                "Gateway connections that became ready (a new session), resumed, disconnected \
+                 or failed, by Discord's close code.",
+            ),
+            &["change", "code"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(gateway_events.clone()),
+            Box::new(gateway_changes.clone()),
             Box::new(writes.clone()),
             Box::new(idempotency.clone()),
             Box::new(latency.clone()),
@@ -180,7 +201,23 @@ impl Metrics {
             refused_locally,
             writes,
             idempotency,
+            gateway_events,
+            gateway_changes,
         }
+    }
+
+    /// A Gateway connection change; `code` is Discord's close code. Codes
+    /// are a small set (Discord's 4000-4014, WebSocket's 1000-1015);
+    /// anything else is counted as `other`, so no label is unbounded.
+    pub fn observe_gateway(&self, change: &'static str, code: Option<u16>) {
+        let code = match code {
+            None => "none".to_string(),
+            Some(code @ (1000..=1015 | 4000..=4014)) => code.to_string(),
+            Some(_) => "other".to_string(),
+        };
+        self.gateway_changes
+            .with_label_values(&[change, &code])
+            .inc();
     }
 
     pub fn observe_request(&self, method: &str, route: &'static str, status: u16, took: Duration) {
