@@ -135,12 +135,14 @@ def login_many(svc, count, prefix):
         return list(pool.map(login, range(count)))
 
 
-def wrk(url, connections, sessions_file=None, header=None, seconds=None, script="sessions.lua"):
+def wrk(url, connections, sessions_file=None, header=None, seconds=None, send_body=None):
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds or SECONDS}s", "--latency", "--timeout", "10s"]
     env = dict(os.environ)
     if sessions_file:
-        argv += ["-s", os.path.join(ROOT, "benches", script)]
+        argv += ["-s", os.path.join(ROOT, "benches/sessions.lua")]
         env["SESSIONS"] = sessions_file
+    if send_body:
+        env["SEND_BODY"] = send_body
     if header:
         argv += ["-H", header]
     out = subprocess.run(argv + [url], capture_output=True, text=True, env=env, check=True).stdout
@@ -234,7 +236,8 @@ def send_scenario(results):
     svc = service(up.url)
     sessions = sessions_file(login_many(svc, BOTS, "bench-send"))
     before_cpu = svc.cpu_seconds()
-    through = wrk(f"{svc.url}/api/messages", 64, sessions_file=sessions, script="sends.lua")
+    through = wrk(f"{svc.url}/api/messages", 64, sessions_file=sessions,
+                  send_body='{"content":"benchmark send: a short chat line"}')
     cpu = svc.cpu_seconds() - before_cpu
     results["S"] = {"service": through, "direct_rate": direct_rate,
                     "ratio": through["rate"] / direct_rate,

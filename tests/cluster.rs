@@ -612,16 +612,7 @@ fn with_redis_a_data_dir_is_not_used_and_the_log_says_so() {
 }
 
 fn send_with_key(service: &Service, session: &str, key: &str) -> support::Reply {
-    service.request(
-        "POST",
-        &format!("/api/messages?channelId={GENERAL}"),
-        &[
-            ("Authorization", session),
-            ("Content-Type", "application/json"),
-            ("Idempotency-Key", key),
-        ],
-        Some(r#"{"content": "one of two instances"}"#),
-    )
+    service.send_message(session, "one of two instances", Some(key))
 }
 
 #[test]

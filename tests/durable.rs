@@ -294,16 +294,7 @@ fn a_sessions_last_use_reaches_the_disk_so_use_keeps_it_alive_across_a_restart()
 }
 
 fn send_with_key(service: &Service, session: &str, key: &str) -> support::Reply {
-    service.request(
-        "POST",
-        &format!("/api/messages?channelId={GENERAL}"),
-        &[
-            ("Authorization", session),
-            ("Content-Type", "application/json"),
-            ("Idempotency-Key", key),
-        ],
-        Some(r#"{"content": "kept across restarts"}"#),
-    )
+    service.send_message(session, "kept across restarts", Some(key))
 }
 
 #[test]

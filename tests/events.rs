@@ -120,21 +120,10 @@ impl Stream {
     }
 }
 
-struct Setup {
-    fake: Fake,
-    service: Service,
-    session: String,
-}
+type Setup = support::Logged;
 
 fn setup(flags: &[&str]) -> Setup {
-    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
-    let service = Service::start(&fake, flags);
-    let session = service.session(TOKEN);
-    Setup {
-        fake,
-        service,
-        session,
-    }
+    Setup::start(&standard(), FAKE_FLAGS, flags)
 }
 
 impl Setup {
@@ -143,15 +132,7 @@ impl Setup {
     }
 
     fn send(&self, content: &str) -> String {
-        let reply = self.service.request(
-            "POST",
-            &format!("/api/messages?channelId={GENERAL}"),
-            &[
-                ("Authorization", &self.session),
-                ("Content-Type", "application/json"),
-            ],
-            Some(&json!({ "content": content }).to_string()),
-        );
+        let reply = self.service.send_message(&self.session, content, None);
         assert_eq!(reply.status, 201, "{reply:?}");
         reply.json()["id"].as_str().unwrap().to_string()
     }

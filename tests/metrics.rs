@@ -175,18 +175,7 @@ fn labels_never_carry_ids_paths_or_tokens() {
 }
 
 fn send(service: &Service, session: &str, key: &str, content: &str) -> u16 {
-    service
-        .request(
-            "POST",
-            &format!("/api/messages?channelId={GENERAL}"),
-            &[
-                ("Authorization", session),
-                ("Content-Type", "application/json"),
-                ("Idempotency-Key", key),
-            ],
-            Some(&json!({ "content": content }).to_string()),
-        )
-        .status
+    service.send_message(session, content, Some(key)).status
 }
 
 #[test]

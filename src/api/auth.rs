@@ -120,9 +120,9 @@ impl Api {
         // Its last session: the bot is gone for good (API.md, "Gateway
         // behaviour"); an unanswered count keeps the connection, resumable.
         if self.store.sessions_of(&bot).is_ok_and(|n| n == 0)
-            && let Some(id) = crate::discord::Snowflake::parse(&identity.id)
+            && let Some(id) = bot.discord_id()
         {
-            self.events.bot_gone(id.get());
+            self.events.bot_gone(id);
         }
         Ok(json_response(
             200,

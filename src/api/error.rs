@@ -347,9 +347,13 @@ impl From<discord::Error> for ApiError {
                 status,
                 rejection: body,
             },
-            discord::Error::OutcomeUnknown { timeout, detail } => ApiError::OutcomeUnknown {
+            discord::Error::OutcomeUnknown {
                 timeout,
-                retry_safe: false,
+                retry_safe,
+                detail,
+            } => ApiError::OutcomeUnknown {
+                timeout,
+                retry_safe,
                 detail,
             },
             discord::Error::Performed { .. } => ApiError::Performed { retry_safe: false },

@@ -20,7 +20,7 @@ use crate::api::query::Query;
 use crate::api::reads::{self, Call};
 use crate::api::routes::{Endpoint, OPENAPI, preflight_methods, resolve, route_label};
 use crate::api::tickets;
-use crate::api::writes::{WriteSettings, Writer};
+use crate::api::writes::{WriteSettings, Writer, known_id};
 use crate::discord::Discord;
 use crate::discord::bots::{Bot, BotRegistry};
 use crate::discord::catalog::Found;
@@ -341,9 +341,7 @@ impl Api {
         query: &Query,
     ) -> Result<Response, ApiError> {
         let filters = events::Filters::parse(query)?;
-        let bot_id = crate::discord::Snowflake::parse(&bot.identity().id)
-            .ok_or_else(|| ApiError::Unavailable("the bot's identity is not known yet".into()))?;
-        let (bot_events, subscriber) = self.events.subscribe(bot, bot_id.get());
+        let (bot_events, subscriber) = self.events.subscribe(bot, known_id(bot)?);
         let (store, session) = (Arc::clone(&self.store), session.clone());
         Ok(events::EventStream {
             bot: bot_events,
@@ -358,9 +356,7 @@ impl Api {
     /// `GET /api/gateway`: the bot's Gateway connection as API.md shapes it;
     /// `idle` while no subscriber has started it.
     fn gateway_status(&self, bot: &Arc<Bot>) -> Result<Response, ApiError> {
-        let bot_id = crate::discord::Snowflake::parse(&bot.identity().id)
-            .ok_or_else(|| ApiError::Unavailable("the bot's identity is not known yet".into()))?;
-        let events = self.events.bot(bot_id.get());
+        let events = self.events.bot(known_id(bot)?);
         let mut status = match events.gateway_status() {
             Some(status) => serde_json::to_value(status).expect("a status always serializes"),
             None => serde_json::json!({
@@ -546,8 +542,8 @@ impl Api {
     pub(super) fn end_bot(&self, bot: &Arc<Bot>) {
         self.bots.remember_rejected(bot);
         let identity = bot.identity();
-        if let Some(id) = crate::discord::Snowflake::parse(&identity.id) {
-            self.events.bot_gone(id.get());
+        if let Some(id) = bot.discord_id() {
+            self.events.bot_gone(id);
         }
         match self.store.remove_bot(bot) {
             Ok(ended) => {

@@ -189,7 +189,6 @@ impl Writer<'_> {
                 .call(self.call.bot, &outgoing, self.call.deadline)?;
             Ok(answer(reply))
         });
-        let result = result.map_err(|error| idempotent_methods_retry_safely(op.method, error));
         match (&key, is_send) {
             // Every answer of a send names its key, errors too: it is what
             // makes retrying an unknown outcome safe.
@@ -244,21 +243,6 @@ fn rate_limit_key(found: &Found<'_>) -> crate::discord::ratelimit::RouteKey {
         }
         .key(),
         _ => found.route_key(),
-    }
-}
-
-/// A PUT or DELETE whose outcome is unknown may be sent again as it is:
-/// doing it twice leaves the same state.
-fn idempotent_methods_retry_safely(method: Method, error: ApiError) -> ApiError {
-    match error {
-        ApiError::OutcomeUnknown {
-            timeout, detail, ..
-        } if matches!(method, Method::Put | Method::Delete) => ApiError::OutcomeUnknown {
-            timeout,
-            retry_safe: true,
-            detail,
-        },
-        other => other,
     }
 }
 

@@ -261,6 +261,13 @@ fn getrandom(out: &mut [u8; 32]) {
     out.copy_from_slice(&key);
 }
 
+/// The bot's Discord ID, which keys, events and the Gateway are kept by;
+/// a 503 in the moment before a login has learnt it.
+pub(super) fn known_id(bot: &crate::discord::bots::Bot) -> Result<u64, ApiError> {
+    bot.discord_id()
+        .ok_or_else(|| ApiError::Unavailable("the bot's identity is not known yet".into()))
+}
+
 /// One write request being answered.
 pub(super) struct Writer<'a> {
     pub(super) call: &'a Call<'a>,
@@ -272,9 +279,7 @@ pub(super) struct Writer<'a> {
 impl Writer<'_> {
     /// The bot's Discord ID: idempotency keys belong to it.
     fn bot_id(&self) -> Result<u64, ApiError> {
-        Snowflake::parse(&self.call.bot.identity().id)
-            .map(Snowflake::get)
-            .ok_or_else(|| ApiError::Unavailable("the bot's identity is not known yet".into()))
+        known_id(self.call.bot)
     }
 
     fn send(&self, route: WriteRoute<'_>, body: Option<Body<'_>>) -> Result<Reply, ApiError> {
@@ -288,21 +293,10 @@ impl Writer<'_> {
             resend: route.resend(),
             keep_headers: false,
         };
-        let method = route.method();
-        self.call
+        Ok(self
+            .call
             .discord
-            .call(self.call.bot, &outgoing, self.call.deadline)
-            .map_err(|error| match ApiError::from(error) {
-                // Doing a PUT or DELETE twice leaves the same state.
-                ApiError::OutcomeUnknown {
-                    timeout, detail, ..
-                } if matches!(method, "PUT" | "DELETE") => ApiError::OutcomeUnknown {
-                    timeout,
-                    retry_safe: true,
-                    detail,
-                },
-                other => other,
-            })
+            .call(self.call.bot, &outgoing, self.call.deadline)?)
     }
 
     /// A write Discord answers with 204: its status seen is success enough

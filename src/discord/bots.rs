@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::discord::Error;
+use crate::discord::Snowflake;
 use crate::discord::ratelimit::{BotLimiter, InFlightGate};
 use crate::discord::refusals::Refusals;
 use crate::discord::singleflight::SingleFlight;
@@ -107,6 +108,12 @@ impl Bot {
 
     pub fn identity(&self) -> Identity {
         self.identity.read().clone()
+    }
+
+    /// The bot's Discord user ID, once `GET /users/@me` (or the store)
+    /// said it: what idempotency keys, events and the Gateway are kept by.
+    pub fn discord_id(&self) -> Option<u64> {
+        Snowflake::parse(&self.identity.read().id).map(Snowflake::get)
     }
 
     pub fn set_identity(&self, identity: Identity) {

@@ -786,6 +786,7 @@ impl Failure {
             (_, Stage::Answered(status)) => Error::Performed { status },
             (_, Stage::Lost { timeout }) => Error::OutcomeUnknown {
                 timeout,
+                retry_safe: resend == Resend::Idempotent,
                 detail: self.error,
             },
             (_, Stage::NotSent) => Error::BadAnswer(format!("{}; try again shortly", self.error)),

@@ -56,7 +56,13 @@ pub enum Error {
     Rejected { status: u16, body: Rejection },
     /// A write was sent and its answer lost (`timeout`: none came in time),
     /// and it may not be sent again: Discord may or may not have acted.
-    OutcomeUnknown { timeout: bool, detail: String },
+    /// `retry_safe` when sending it again cannot do it twice (its
+    /// `Resend::Idempotent`: a PUT, a DELETE, a message with its nonce).
+    OutcomeUnknown {
+        timeout: bool,
+        retry_safe: bool,
+        detail: String,
+    },
     /// Discord answered a write with this 2xx status, then its body was
     /// lost: the write was done.
     Performed { status: u16 },

@@ -407,6 +407,24 @@ impl Service {
         self.post_json("/api/auth/login", &json!({ "token": token }).to_string())
     }
 
+    /// `POST /api/messages` to the standard world's general channel, with
+    /// an `Idempotency-Key` when given.
+    pub fn send_message(&self, session: &str, content: &str, key: Option<&str>) -> Reply {
+        let mut headers = vec![
+            ("Authorization", session),
+            ("Content-Type", "application/json"),
+        ];
+        if let Some(key) = key {
+            headers.push(("Idempotency-Key", key));
+        }
+        self.request(
+            "POST",
+            &format!("/api/messages?channelId={}", world::GENERAL),
+            &headers,
+            Some(&json!({ "content": content }).to_string()),
+        )
+    }
+
     pub fn logout(&self, session: &str) -> Reply {
         self.request(
             "POST",

@@ -132,6 +132,13 @@ pub fn heartbeat(seq: Option<u64>) -> String {
     }
 }
 
+/// An outgoing payload: its opcode and its `d`.
+#[derive(Serialize)]
+struct Payload<D> {
+    op: u8,
+    d: D,
+}
+
 /// Who we say we are in Identify's `properties` (EV L71-99).
 const CLIENT_NAME: &str = "discord-bot-backend";
 
@@ -154,11 +161,6 @@ pub fn identify(token: &str, intents: u64, shard: [u16; 2]) -> String {
         compress: bool,
         large_threshold: u8,
         shard: [u16; 2],
-    }
-    #[derive(Serialize)]
-    struct Payload<'a> {
-        op: u8,
-        d: D<'a>,
     }
     serde_json::to_string(&Payload {
         op: OP_IDENTIFY,
@@ -185,11 +187,6 @@ pub fn resume(token: &str, session_id: &str, seq: u64) -> String {
         token: &'a str,
         session_id: &'a str,
         seq: u64,
-    }
-    #[derive(Serialize)]
-    struct Payload<'a> {
-        op: u8,
-        d: D<'a>,
     }
     serde_json::to_string(&Payload {
         op: OP_RESUME,
