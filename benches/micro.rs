@@ -210,7 +210,7 @@ mod front {
             proxies: TrustedProxies::default(),
             tickets: Default::default(),
             events: Arc::new(discord_bot_backend::events::Events::new(
-                Box::new(|_, _| unreachable!("the front benchmark opens no event stream")),
+                Box::new(|_, _, _| unreachable!("the front benchmark opens no event stream")),
                 discord_bot_backend::events::IDLE_CLOSE,
             )),
             discord_routes: discord_bot_backend::api::passthrough::RouteGroups::parse("read")

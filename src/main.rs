@@ -16,7 +16,7 @@ use discord_bot_backend::discord::bots::BotRegistry;
 use discord_bot_backend::discord::gateway::{BotGateway, GatewayConfig};
 use discord_bot_backend::discord::guard::{InvalidRequests, LoginThrottle};
 use discord_bot_backend::discord::ratelimit::SystemClock;
-use discord_bot_backend::events::{self, Events};
+use discord_bot_backend::events::{self, Checkpoints, Events, NoCheckpoints};
 use discord_bot_backend::http::clients::ClientLimiter;
 use discord_bot_backend::http::cors::Cors;
 use discord_bot_backend::http::server::{Limits, Server};
@@ -98,6 +98,8 @@ fn run(config: &Config) -> Result<(), String> {
     };
     // Idempotency records live where sessions do: shared in Redis, on disk
     // with --data-dir, else in this process only.
+    // Where each bot's last event ID and Gateway sessions survive a restart.
+    let mut checkpoints: Arc<dyn Checkpoints> = Arc::new(NoCheckpoints);
     let (store, idempotency, nonce_secret): Stores = match (&redis, &config.session_key) {
         (Some(pool), Some(key)) => {
             log::info!("sessions are in Redis, shared with every instance that uses it");
@@ -139,6 +141,7 @@ fn run(config: &Config) -> Result<(), String> {
                         config.session_idle_timeout(),
                     )?;
                     let secret = durable.nonce_secret();
+                    checkpoints = Arc::clone(&durable) as _;
                     (Arc::clone(&durable) as _, durable as _, Some(secret))
                 }
                 None => (
@@ -179,18 +182,22 @@ fn run(config: &Config) -> Result<(), String> {
         ..GatewayConfig::default()
     };
     let gateway_discord = Arc::clone(&discord);
-    let events = Arc::new(Events::new(
-        Box::new(move |bot, sink| {
-            BotGateway::start(
-                Arc::clone(&gateway_discord),
-                bot,
-                gateway.clone(),
-                sink,
-                Vec::new(),
-            )
-        }),
-        events::IDLE_CLOSE,
-    ));
+    let events = Arc::new(
+        Events::new(
+            Box::new(move |bot, sink, resume| {
+                BotGateway::start(
+                    Arc::clone(&gateway_discord),
+                    bot,
+                    gateway.clone(),
+                    sink,
+                    resume,
+                )
+            }),
+            events::IDLE_CLOSE,
+        )
+        .with_checkpoints(checkpoints),
+    );
+    events::spawn_checkpointer(Arc::downgrade(&events));
     let api = Arc::new(Api {
         store: Arc::clone(&store),
         bots: Arc::clone(&bots),

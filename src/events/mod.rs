@@ -12,6 +12,7 @@
 //! - an event is rendered once, into the frame every stream writes;
 //! - Discord's `d` reaches streams as Discord's bytes, never re-serialised.
 
+pub mod checkpoint;
 pub mod ring;
 
 use std::collections::HashMap;
@@ -23,20 +24,25 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::discord::bots::Bot;
-use crate::discord::gateway::{BotGateway, Dispatch, EventSink, GatewayStatus, Marker};
+use crate::discord::gateway::{
+    BotGateway, Dispatch, EventSink, GatewayStatus, Marker, ResumeState,
+};
 use crate::observe::metrics;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub use checkpoint::{Checkpoints, NoCheckpoints, Saved};
 pub use ring::{Frame, Read, Ring};
 
 /// API.md: the Gateway "closes 15 minutes after the last [subscriber] is
 /// gone": each start costs one of the day's 1,000 session starts.
 pub const IDLE_CLOSE: Duration = Duration::from_secs(15 * 60);
 
-/// Starts a bot's Gateway connection, delivering to the sink (`main` wires
-/// it to `BotGateway::start` with the Discord client and the options).
-pub type Starter = Box<dyn Fn(Arc<Bot>, Arc<dyn EventSink>) -> BotGateway + Send + Sync>;
+/// Starts a bot's Gateway connection, delivering to the sink and resuming
+/// the sessions given (`main` wires it to `BotGateway::start` with the
+/// Discord client and the options).
+pub type Starter =
+    Box<dyn Fn(Arc<Bot>, Arc<dyn EventSink>, Vec<ResumeState>) -> BotGateway + Send + Sync>;
 
 /// Every bot with a ring: created with its first subscriber, and its
 /// Gateway connection, started then.
@@ -44,6 +50,10 @@ pub struct Events {
     bots: Mutex<HashMap<u64, Arc<BotEvents>>>,
     starter: Starter,
     idle_close: Duration,
+    checkpoints: Arc<dyn Checkpoints>,
+    /// Held through a checkpoint pass and through `stop_all`, so a pass
+    /// never overwrites the exact checkpoint a graceful stop wrote.
+    checkpointing: Mutex<bool>,
 }
 
 impl Events {
@@ -52,16 +62,25 @@ impl Events {
             bots: Mutex::default(),
             starter,
             idle_close,
+            checkpoints: Arc::new(NoCheckpoints),
+            checkpointing: Mutex::new(false),
         }
     }
 
-    /// The bot's events, made on first use.
+    /// Keeps each bot's last event ID and Gateway sessions in `checkpoints`
+    /// (see `checkpoint`); call `checkpoint` every `checkpoint::EVERY`.
+    pub fn with_checkpoints(mut self, checkpoints: Arc<dyn Checkpoints>) -> Events {
+        self.checkpoints = checkpoints;
+        self
+    }
+
+    /// The bot's events, made on first use, continuing from its checkpoint.
     pub fn bot(&self, bot_id: u64) -> Arc<BotEvents> {
         let mut bots = self.bots.lock();
-        Arc::clone(
-            bots.entry(bot_id)
-                .or_insert_with(|| Arc::new(BotEvents::new(bot_id))),
-        )
+        Arc::clone(bots.entry(bot_id).or_insert_with(|| {
+            let saved = self.checkpoints.take(bot_id);
+            Arc::new(BotEvents::new(bot_id, saved))
+        }))
     }
 
     /// A subscriber of the bot's events for as long as the guard lives; the
@@ -72,7 +91,8 @@ impl Events {
         let mut gateway = events.gateway.lock();
         if gateway.is_none() {
             let sink: Arc<dyn EventSink> = Arc::clone(&events) as _;
-            *gateway = Some((self.starter)(Arc::clone(bot), sink));
+            let resume = std::mem::take(&mut *events.resume.lock());
+            *gateway = Some((self.starter)(Arc::clone(bot), sink, resume));
         }
         drop(gateway);
         (events, subscriber)
@@ -95,7 +115,9 @@ impl Events {
                         events.bot_id,
                         self.idle_close.as_secs()
                     );
-                    gateway.stop(false);
+                    // Kept for the next subscriber (and the checkpoint):
+                    // resuming is free while Discord still allows it.
+                    *events.resume.lock() = gateway.stop(false);
                 }
                 *events.idle_since.lock() = None;
             }
@@ -110,6 +132,7 @@ impl Events {
         let Some(events) = self.bots.lock().get(&bot_id).cloned() else {
             return;
         };
+        events.resume.lock().clear();
         if let Some(gateway) = events.gateway.lock().take() {
             log::info!("Gateway of bot {bot_id} closed: the bot has no session left");
             let closing = std::thread::Builder::new()
@@ -121,14 +144,57 @@ impl Events {
         }
     }
 
-    /// Closes every Gateway connection, resumably (shutdown).
-    pub fn stop_all(&self) {
+    /// Saves what changed of each bot's checkpoint since the last pass.
+    pub fn checkpoint(&self) {
+        let stopped = self.checkpointing.lock();
+        if *stopped {
+            return;
+        }
         let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
         for events in bots {
-            if let Some(gateway) = events.gateway.lock().take() {
-                gateway.stop(false);
+            let resume = match events.gateway.lock().as_ref() {
+                Some(gateway) => gateway.sessions(),
+                None => events.resume.lock().clone(),
+            };
+            events.save(&*self.checkpoints, resume, false);
+        }
+        drop(stopped);
+    }
+
+    /// Closes every Gateway connection, resumably, and checkpoints each bot
+    /// exactly (shutdown): the next run resumes the sessions and continues
+    /// the IDs.
+    pub fn stop_all(&self) {
+        let mut stopped = self.checkpointing.lock();
+        *stopped = true;
+        let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
+        for events in bots {
+            let gateway = events.gateway.lock().take();
+            let resume = match gateway {
+                Some(gateway) => gateway.stop(false),
+                None => std::mem::take(&mut *events.resume.lock()),
+            };
+            events.save(&*self.checkpoints, resume, true);
+        }
+    }
+}
+
+/// Checkpoints every bot each `checkpoint::EVERY` until `events` is gone.
+pub fn spawn_checkpointer(events: std::sync::Weak<Events>) {
+    let run = move || {
+        loop {
+            std::thread::sleep(checkpoint::EVERY);
+            match events.upgrade() {
+                Some(events) => events.checkpoint(),
+                None => return,
             }
         }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("checkpoints".into())
+        .spawn(run)
+    {
+        log::error!("cannot start the events checkpointer: {e}");
     }
 }
 
@@ -139,19 +205,52 @@ pub struct BotEvents {
     pub ring: Ring,
     subscribers: AtomicUsize,
     gateway: Mutex<Option<BotGateway>>,
+    /// Sessions for the next start of the Gateway: from the checkpoint, or
+    /// from an idle close.
+    resume: Mutex<Vec<ResumeState>>,
+    /// What was last saved, so an unchanged bot costs no write.
+    saved: Mutex<Option<Saved>>,
     /// Since when no subscriber has been left (`Events::sweep`).
     idle_since: Mutex<Option<Instant>>,
 }
 
 impl BotEvents {
-    fn new(bot_id: u64) -> BotEvents {
+    fn new(bot_id: u64, saved: Option<Saved>) -> BotEvents {
+        if let Some(saved) = &saved {
+            log::info!(
+                "events of bot {bot_id} continue from ID {} ({}), {} Gateway session(s) to resume",
+                saved.next_id(),
+                if saved.clean {
+                    "after a graceful stop"
+                } else {
+                    "after a crash: streams that reconnect are told of a gap"
+                },
+                saved.resume.len()
+            );
+        }
         BotEvents {
             bot_id,
             bot_text: bot_id.to_string().into(),
-            ring: Ring::new(1),
+            ring: Ring::new(saved.as_ref().map_or(1, Saved::next_id)),
             subscribers: AtomicUsize::new(0),
             gateway: Mutex::new(None),
+            resume: Mutex::new(saved.map(|s| s.resume).unwrap_or_default()),
+            saved: Mutex::new(None),
             idle_since: Mutex::new(None),
+        }
+    }
+
+    /// Saves the checkpoint when it differs from the last one saved.
+    fn save(&self, checkpoints: &dyn Checkpoints, resume: Vec<ResumeState>, clean: bool) {
+        let saved = Saved {
+            last_id: self.ring.last_id(),
+            clean,
+            resume,
+        };
+        let mut last = self.saved.lock();
+        if last.as_ref() != Some(&saved) {
+            checkpoints.save(self.bot_id, &saved);
+            *last = Some(saved);
         }
     }
 
@@ -285,7 +384,7 @@ mod tests {
 
     fn events() -> Events {
         Events::new(
-            Box::new(|_, _| unreachable!("no Gateway in unit tests")),
+            Box::new(|_, _, _| unreachable!("no Gateway in unit tests")),
             IDLE_CLOSE,
         )
     }

@@ -6,6 +6,8 @@
 //! pointed at it. Every test gets its own pair, so tests never share state.
 #![allow(dead_code)]
 
+pub mod sse;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -141,6 +143,14 @@ impl Fake {
 
     fn control(&self, path: &str) -> String {
         format!("http://{}/_fake/{path}", self.addr)
+    }
+
+    /// Dispatches `t` with data `d` to the bot's Gateway sessions, live or
+    /// resumable (fake-discord/README.md, "Gateway").
+    pub fn gateway_dispatch(&self, bot_id: &str, t: &str, d: Value) {
+        let body = json!({ "bot_id": bot_id, "t": t, "d": d });
+        let status = self.post(&self.control("gateway/dispatch"), &body);
+        assert_eq!(status, 200, "dispatch not accepted: {body}");
     }
 
     /// Queues a fault (see fake-discord/README.md, "Fault injection").

@@ -355,6 +355,12 @@ impl BotGateway {
         self.shared.status()
     }
 
+    /// The shards' sessions as they stand, for a checkpoint: what `stop`
+    /// would return, without stopping.
+    pub fn sessions(&self) -> Vec<ResumeState> {
+        self.shared.sessions()
+    }
+
     /// Queues a command (op 3 presence, op 8 request guild members…) for a
     /// shard; it goes out within the connection's send limit, once the
     /// shard is ready. Refused at once when Discord would refuse it.
@@ -404,14 +410,7 @@ impl BotGateway {
         if for_good {
             return Vec::new();
         }
-        let inner = self.shared.inner.lock();
-        let mut states: Vec<ResumeState> = inner
-            .shards
-            .iter()
-            .filter_map(|h| h.slot.lock().session.clone())
-            .collect();
-        states.extend(inner.pending_resume.iter().cloned());
-        states
+        self.shared.sessions()
     }
 }
 
@@ -661,6 +660,18 @@ impl Shared {
         inner.launch = State::Connecting;
         drop(inner);
         self.launch(generation, Some(count));
+    }
+
+    /// Each shard's session, and those not yet handed to a shard.
+    fn sessions(&self) -> Vec<ResumeState> {
+        let inner = self.inner.lock();
+        let mut states: Vec<ResumeState> = inner
+            .shards
+            .iter()
+            .filter_map(|h| h.slot.lock().session.clone())
+            .collect();
+        states.extend(inner.pending_resume.iter().cloned());
+        states
     }
 
     fn stop(&self, for_good: bool) {

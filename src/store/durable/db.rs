@@ -14,11 +14,15 @@
 //! (`store::idempotency::Record::encode`: request digest, nonce, state,
 //! the answer) and its creation time, for expiry.
 //!
+//! Version 3 (`MIGRATIONS[2]`) adds `gateway`: per bot's Discord ID, the
+//! events' checkpoint (`events::checkpoint`): the last event ID, whether a
+//! graceful stop wrote it, and the shards' Gateway sessions (session ID,
+//! sequence, resume URL) sealed as JSON, bound to the bot.
+//!
 //! What later features add, each in a migration of its own and keyed the
 //! same way (by `bot`, never by a token or a session ID):
 //! webhook subscriptions (`bot`, URL, the secret sealed like a token) and
-//! their deliveries (pending and past, with attempts); Gateway resume state
-//! (`bot`, shard, the Gateway session sealed, sequence, resume URL).
+//! their deliveries (pending and past, with attempts).
 //!
 //! Architecture invariants: no value here is a secret in clear (tokens are
 //! sealed, session IDs digested); migrations only add, and run in order in
@@ -65,6 +69,14 @@ CREATE TABLE idempotency (
     PRIMARY KEY (bot, key_hash)
 ) WITHOUT ROWID;
 CREATE INDEX idempotency_by_age ON idempotency(created_ms);
+",
+    r"
+CREATE TABLE gateway (
+    bot INTEGER PRIMARY KEY,
+    last_id INTEGER NOT NULL,
+    clean INTEGER NOT NULL,
+    sealed_resume BLOB NOT NULL
+);
 ",
 ];
 
@@ -314,6 +326,51 @@ impl Database {
                 "DELETE FROM idempotency WHERE created_ms < ?1",
                 params![before_ms],
             )
+            .map_err(unwritable)
+    }
+
+    /// The bot's events checkpoint: `(last_id, clean, sealed_resume)`.
+    pub fn checkpoint(&self, bot: u64) -> Result<Option<(u64, bool, Vec<u8>)>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT last_id, clean, sealed_resume FROM gateway WHERE bot = ?1")
+            .and_then(|mut select| {
+                select
+                    .query_row(params![bot as i64], |row| {
+                        Ok((row.get::<_, i64>(0)? as u64, row.get(1)?, row.get(2)?))
+                    })
+                    .optional()
+            })
+            .map_err(unwritable)
+    }
+
+    pub fn put_checkpoint(
+        &mut self,
+        bot: u64,
+        last_id: u64,
+        clean: bool,
+        sealed_resume: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO gateway (bot, last_id, clean, sealed_resume) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (bot) DO UPDATE SET last_id = excluded.last_id,
+                 clean = excluded.clean, sealed_resume = excluded.sealed_resume",
+            )
+            .and_then(|mut put| {
+                put.execute(params![bot as i64, last_id as i64, clean, sealed_resume])
+            })
+            .map(drop)
+            .map_err(unwritable)
+    }
+
+    /// Marks the bot's checkpoint unclean (its IDs are being given again).
+    pub fn dirty_checkpoint(&mut self, bot: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE gateway SET clean = 0 WHERE bot = ?1",
+                params![bot as i64],
+            )
+            .map(drop)
             .map_err(unwritable)
     }
 

@@ -34,6 +34,8 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::Mutex;
 
 use crate::discord::bots::{Bot, BotRegistry, Identity, Token};
+use crate::discord::gateway::ResumeState;
+use crate::events::{Checkpoints, Saved};
 use crate::store::idempotency::{self, Claimed, Finished, IdempotencyStore, KeyScope, Record};
 use crate::store::memory::{Digest, Known, MemoryStore, unix_ms};
 use crate::store::seal::SessionKey;
@@ -222,6 +224,55 @@ impl DurableStore {
             log::warn!("cannot delete expired idempotency records: {e:?}");
         }
     }
+}
+
+/// The events' checkpoints: read once per bot when its events are first
+/// used, written at most once a second per bot while they change.
+impl Checkpoints for DurableStore {
+    fn take(&self, bot_id: u64) -> Option<Saved> {
+        let stored = self.write(|db| {
+            let stored = db.checkpoint(bot_id)?;
+            if stored.as_ref().is_some_and(|(_, clean, _)| *clean) {
+                db.dirty_checkpoint(bot_id)?;
+            }
+            Ok(stored)
+        });
+        let (last_id, clean, sealed) = match stored {
+            Ok(stored) => stored?,
+            Err(e) => {
+                log::warn!("cannot read the events checkpoint of bot {bot_id}: {e:?}");
+                return None;
+            }
+        };
+        let resume = self
+            .key
+            .open(&sealed, &checkpoint_context(bot_id))
+            .and_then(|json| serde_json::from_slice::<Vec<ResumeState>>(&json).ok())
+            .unwrap_or_else(|| {
+                log::warn!("the Gateway sessions kept for bot {bot_id} do not open: identifying");
+                Vec::new()
+            });
+        Some(Saved {
+            last_id,
+            clean,
+            resume,
+        })
+    }
+
+    fn save(&self, bot_id: u64, saved: &Saved) {
+        let json = serde_json::to_vec(&saved.resume).unwrap_or_default();
+        let sealed = self.key.seal(&json, &checkpoint_context(bot_id));
+        if let Err(e) =
+            self.write(|db| db.put_checkpoint(bot_id, saved.last_id, saved.clean, &sealed))
+        {
+            log::warn!("cannot save the events checkpoint of bot {bot_id}: {e:?}");
+        }
+    }
+}
+
+/// What a bot's sealed Gateway sessions are bound to: its row.
+fn checkpoint_context(bot_id: u64) -> Vec<u8> {
+    format!("db:gateway:{bot_id}").into_bytes()
 }
 
 /// What a sealed token is bound to: its bot's row.
