@@ -159,6 +159,18 @@ const OPTIONS: &[Opt] = &[
         help: "how long a disconnected Gateway session stays resumable",
     },
     Opt {
+        flag: "--gateway-tls-cert",
+        value: Some("FILE"),
+        default: "off (ws://)",
+        help: "PEM certificate chain: the Gateway listeners speak TLS (wss://); needs --gateway-tls-key",
+    },
+    Opt {
+        flag: "--gateway-tls-key",
+        value: Some("FILE"),
+        default: "off (ws://)",
+        help: "PEM private key of --gateway-tls-cert",
+    },
+    Opt {
         flag: "--no-ratelimit",
         value: None,
         default: "off",
@@ -194,6 +206,9 @@ pub struct Config {
     pub max_file_bytes: usize,
     pub max_request_bytes: usize,
     pub gateway: GatewayOptions,
+    /// `--gateway-tls-cert` and `--gateway-tls-key`: PEM files, both or
+    /// neither.
+    pub gateway_tls: Option<(String, String)>,
 }
 
 impl Default for Config {
@@ -218,6 +233,7 @@ impl Default for Config {
             max_file_bytes: 10 * 1024 * 1024,
             max_request_bytes: 25 * 1024 * 1024,
             gateway: GatewayOptions::default(),
+            gateway_tls: None,
         }
     }
 }
@@ -264,6 +280,7 @@ where
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut cfg = Config::default();
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -326,9 +343,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--gateway-session-ttl-ms" => {
                 cfg.gateway.session_ttl = Duration::from_millis(number(&flag, &value, 1)?)
             }
+            "--gateway-tls-cert" => tls_cert = Some(value),
+            "--gateway-tls-key" => tls_key = Some(value),
             _ => unreachable!("every option in OPTIONS is handled"),
         }
     }
+    cfg.gateway_tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err("--gateway-tls-cert and --gateway-tls-key go together".into()),
+    };
     Ok(Command::Run(Box::new(cfg)))
 }
 
@@ -404,6 +428,14 @@ mod tests {
         assert_eq!(c.gateway.guilds_per_shard, 10);
         assert_eq!(c.gateway.session_ttl, Duration::from_millis(50));
         assert!(parse(args("--gateway-max-concurrency 0")).is_err());
+        assert_eq!(d.gateway_tls, None);
+        let Ok(Command::Run(t)) = parse(args("--gateway-tls-cert c.pem --gateway-tls-key=k.pem"))
+        else {
+            panic!()
+        };
+        assert_eq!(t.gateway_tls, Some(("c.pem".into(), "k.pem".into())));
+        assert!(parse(args("--gateway-tls-cert c.pem")).is_err());
+        assert!(parse(args("--gateway-tls-key k.pem")).is_err());
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //! - `writes`, `multipart`: Discord write routes and uploads;
 //! - `ratelimit`: per-route buckets and the global limit;
 //! - `faults`, `observe`, `control`: the `/_fake/` test API;
-//! - `gateway`: the Gateway (WebSocket) on two more listeners, its REST
-//!   routes and its `/_fake/gateway/` control API.
+//! - `gateway`: the Gateway (WebSocket, optionally over TLS) on two more
+//!   listeners, its REST routes and its `/_fake/gateway/` control API.
 //!
 //! Start-up contract: exactly one line on stdout,
 //! `fake-discord listening on http://HOST:PORT`, flushed, once the socket
@@ -133,12 +133,23 @@ fn main() -> ExitCode {
     } else {
         config.host.clone()
     };
+    let tls = match &config.gateway_tls {
+        None => None,
+        Some((cert, key)) => match gateway::tls::load(cert, key) {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("fake-discord: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let (resume_listener, resume_port) = gateway_listeners.pop().expect("bound above");
     let (gateway_listener, gateway_port) = gateway_listeners.pop().expect("bound above");
     let gateway = gateway::Gateway::new(
         config.gateway,
-        format!("ws://{host}:{gateway_port}"),
-        format!("ws://{host}:{resume_port}"),
+        format!("{scheme}://{host}:{gateway_port}"),
+        format!("{scheme}://{host}:{resume_port}"),
         start,
     );
     let app = Arc::new(App::new(world, options, start, gateway));
@@ -147,9 +158,10 @@ fn main() -> ExitCode {
         (resume_listener, gateway::Via::Resume),
     ] {
         let app = Arc::clone(&app);
+        let tls = tls.clone();
         let spawned = std::thread::Builder::new()
             .name("fake-discord-gateway-accept".into())
-            .spawn(move || gateway::conn::serve(listener, app, via));
+            .spawn(move || gateway::conn::serve(listener, app, via, tls));
         if let Err(e) = spawned {
             eprintln!("fake-discord: cannot start the gateway: {e}");
             return ExitCode::from(2);

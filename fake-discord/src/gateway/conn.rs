@@ -43,6 +43,7 @@ use tungstenite::{Error as WsError, Message, WebSocket};
 use super::compress::ZlibStream;
 use super::hub::{IdentifyRefusal, Out, RECONNECT_GRACE, ResumeOutcome, Via, op_payload};
 use super::identify::{self, Refusal};
+use super::tls::{Stream, Tls};
 use crate::app::App;
 
 /// How long a read waits before the thread looks at its channel.
@@ -65,15 +66,17 @@ const SEND_WINDOW: Duration = Duration::from_secs(60);
 /// closed with 4002 anyway, this only bounds memory.
 const MAX_INBOUND: usize = 1 << 20;
 
-/// Accepts Gateway connections on `listener` forever, one thread each.
-pub fn serve(listener: TcpListener, app: Arc<App>, via: Via) {
+/// Accepts Gateway connections on `listener` forever, one thread each;
+/// with `tls`, each speaks TLS first (`wss://`).
+pub fn serve(listener: TcpListener, app: Arc<App>, via: Via, tls: Option<Tls>) {
     for conn in listener.incoming() {
         match conn {
             Ok(stream) => {
                 let app = Arc::clone(&app);
+                let tls = tls.clone();
                 let spawned = thread::Builder::new()
                     .name("fake-discord-gateway".into())
-                    .spawn(move || handle(stream, &app, via));
+                    .spawn(move || handle(stream, &app, via, tls.as_ref()));
                 if let Err(e) = spawned {
                     eprintln!("fake-discord: cannot spawn gateway thread: {e}");
                 }
@@ -95,7 +98,7 @@ enum Flow {
 struct Conn<'a> {
     app: &'a App,
     id: u64,
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Stream>,
     zlib: Option<ZlibStream>,
     rx: Receiver<Out>,
     /// Arrival times of the client's payloads in the last 60 s.
@@ -108,7 +111,7 @@ struct Conn<'a> {
     peeking: bool,
 }
 
-fn handle(stream: TcpStream, app: &App, via: Via) {
+fn handle(stream: TcpStream, app: &App, via: Via, tls: Option<&Tls>) {
     if via == Via::Resume && app.gateway.resume_down() {
         let _ = stream.shutdown(Shutdown::Both);
         return;
@@ -120,6 +123,9 @@ fn handle(stream: TcpStream, app: &App, via: Via) {
     if configured.is_err() {
         return;
     }
+    let Ok(stream) = Stream::accept(stream, tls) else {
+        return;
+    };
     let mut target = String::new();
     let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
@@ -131,10 +137,10 @@ fn handle(stream: TcpStream, app: &App, via: Via) {
         target = req.uri().to_string();
         Ok(resp)
     };
-    let Ok(mut ws) = tungstenite::accept_hdr_with_config(stream, callback, Some(config)) else {
+    let Ok(ws) = tungstenite::accept_hdr_with_config(stream, callback, Some(config)) else {
         return;
     };
-    if ws.get_mut().set_read_timeout(Some(POLL)).is_err() {
+    if ws.get_ref().tcp().set_read_timeout(Some(POLL)).is_err() {
         return;
     }
     let query = target.split_once('?').map_or("", |(_, q)| q);
@@ -203,7 +209,7 @@ impl Conn<'_> {
                         self.close_at = Some(self.close_at.map_or(at, |t| t.min(at)));
                     }
                     Ok(Out::Drop) => {
-                        let _ = self.ws.get_mut().shutdown(Shutdown::Both);
+                        let _ = self.ws.get_ref().tcp().shutdown(Shutdown::Both);
                         return self.gone(None);
                     }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break false,
@@ -211,7 +217,13 @@ impl Conn<'_> {
             };
             if backlog != self.peeking {
                 let timeout = if backlog { PEEK } else { POLL };
-                if self.ws.get_mut().set_read_timeout(Some(timeout)).is_err() {
+                if self
+                    .ws
+                    .get_ref()
+                    .tcp()
+                    .set_read_timeout(Some(timeout))
+                    .is_err()
+                {
                     return self.gone(None);
                 }
                 self.peeking = backlog;

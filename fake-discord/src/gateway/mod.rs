@@ -18,14 +18,16 @@
 //! - `payloads`: READY, GUILD_CREATE and message-event bodies;
 //! - `compress`: zlib-stream;
 //! - `rest`: `GET /gateway`, `/gateway/bot`, `/applications/@me`;
-//! - `control`: `/_fake/gateway/…`.
+//! - `control`: `/_fake/gateway/…`;
+//! - `tls`: `wss://` on both listeners when given a certificate.
 //!
 //! Listeners: the Gateway does not share the REST listener. `main.rs` binds
 //! two more loopback sockets on `--host`: the one `GET /gateway(/bot)`
 //! names as `url`, and a second one READY names as `resume_gateway_url`,
 //! so a test can tell whether a client resumed on the URL Discord asked
 //! for (gateway.mdx L259), and can take that one down on its own. Both
-//! speak the same protocol.
+//! speak the same protocol, and both speak TLS (`wss://` URLs) when
+//! `--gateway-tls-cert` and `--gateway-tls-key` are given.
 
 pub mod compress;
 pub mod conn;
@@ -35,5 +37,6 @@ pub mod identify;
 pub mod intents;
 pub mod payloads;
 pub mod rest;
+pub mod tls;
 
 pub use hub::{Event, Gateway, GatewayOptions, Sink, Via};
