@@ -12,6 +12,7 @@ use clap::{CommandFactory, Parser};
 use crate::api::passthrough::RouteGroups;
 use crate::api::writes::{DEFAULT_MAX_UPLOAD_BYTES, DefaultMentions};
 use crate::discord::gateway::Intents;
+use crate::discord::gateway::tls::ExtraRoots;
 use crate::discord::guard::DEFAULT_INVALID_THRESHOLD;
 use crate::discord::ratelimit::DEFAULT_GLOBAL_PER_SECOND;
 use crate::http::clients::TrustedProxies;
@@ -138,6 +139,14 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_INTENTS", default_value = "auto",
           value_parser = Intents::parse)]
     pub gateway_intents: Intents,
+
+    /// PEM file of extra root certificates the Gateway's TLS trusts beside
+    /// the built-in Mozilla roots: for a private deployment behind a
+    /// TLS-intercepting proxy, or a test Gateway (the fake Discord's
+    /// `wss://` in `make bench-events`). Read at start; unset, only the
+    /// built-in roots.
+    #[arg(long, env = "GATEWAY_CA_FILE", value_parser = ExtraRoots::from_file)]
+    pub gateway_ca_file: Option<ExtraRoots>,
 
     /// Client connections open at once; one more is answered 503 and closed.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 4096,

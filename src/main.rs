@@ -177,6 +177,7 @@ fn run(config: &Config) -> Result<(), String> {
         ))),
         _ => discord,
     });
+    discord_bot_backend::discord::gateway::tls::trust(config.gateway_ca_file.as_ref());
     let gateway = GatewayConfig {
         intents: config.gateway_intents.clone(),
         ..GatewayConfig::default()

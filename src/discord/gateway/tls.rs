@@ -9,6 +9,12 @@
 //! (ring) and roots (webpki-roots) ureq uses. `ws://` (the fake Discord on
 //! loopback) stays plain TCP.
 //!
+//! `--gateway-ca-file` adds roots to webpki's, never replaces them: a
+//! private deployment's TLS-terminating proxy in front of Discord, or the
+//! fake Discord's `wss://` in benchmarks, where the per-connection cost of
+//! TLS is what is measured. It is set once at start (`trust`), before the
+//! first connection builds the shared `ClientConfig`.
+//!
 //! Invariant: the URL is Discord's (`GET /gateway/bot`, READY's
 //! `resume_gateway_url`); nothing here is a client's text.
 
@@ -17,8 +23,48 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+/// Certificates `--gateway-ca-file` adds to the roots the Gateway's TLS
+/// trusts. Parsed and checked when the option is read, so a bad file stops
+/// the start with the option's name instead of failing every connection.
+#[derive(Debug, Clone)]
+pub struct ExtraRoots(Vec<CertificateDer<'static>>);
+
+impl ExtraRoots {
+    /// Every certificate of a PEM file; at least one, each usable as a
+    /// trust anchor.
+    pub fn from_file(path: &str) -> Result<ExtraRoots, String> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("cannot read PEM certificates from {path}: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("{path} holds no PEM certificate"));
+        }
+        let mut check = RootCertStore::empty();
+        for cert in &certs {
+            check
+                .add(cert.clone())
+                .map_err(|e| format!("{path}: a certificate is not a usable root: {e}"))?;
+        }
+        Ok(ExtraRoots(certs))
+    }
+}
+
+static EXTRA_ROOTS: OnceLock<ExtraRoots> = OnceLock::new();
+
+/// Trusts `roots` beside webpki's for every Gateway connection. Called once
+/// at start, before any bot connects: the shared config is built on the
+/// first connection and does not change afterwards.
+pub fn trust(roots: Option<&ExtraRoots>) {
+    if let Some(roots) = roots
+        && EXTRA_ROOTS.set(roots.clone()).is_err()
+    {
+        log::warn!("--gateway-ca-file was given twice; the first one stays");
+    }
+}
 
 /// A Gateway URL taken apart: enough to connect and to build the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,19 +149,23 @@ impl Write for Stream {
 /// store, and rustls shares its session cache through it.
 fn config() -> Arc<ClientConfig> {
     static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
-    Arc::clone(CONFIG.get_or_init(|| {
-        let roots = RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Arc::new(
-            ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("ring supports the default TLS versions")
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
-    }))
+    Arc::clone(CONFIG.get_or_init(|| Arc::new(client_config(EXTRA_ROOTS.get()))))
+}
+
+fn client_config(extra: Option<&ExtraRoots>) -> ClientConfig {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra.map_or(&[][..], |e| &e.0[..]) {
+        // Checked by `ExtraRoots::from_file`.
+        let _ = roots.add(cert.clone());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// Opens TCP to `target` within `timeout` (per address tried), with
@@ -123,6 +173,16 @@ fn config() -> Arc<ClientConfig> {
 /// and starts TLS for `wss://`. The TLS handshake itself happens on the
 /// first read or write, under the socket's timeouts set here.
 pub fn connect(target: &Target, timeout: Duration) -> io::Result<Stream> {
+    connect_with(target, timeout, config)
+}
+
+/// `config` is asked for only for `wss://`, so plain `ws://` never builds
+/// the root store; tests hand in their own.
+fn connect_with(
+    target: &Target,
+    timeout: Duration,
+    config: impl Fn() -> Arc<ClientConfig>,
+) -> io::Result<Stream> {
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the Gateway host");
     for addr in (target.host.as_str(), target.port).to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, timeout) {
@@ -174,5 +234,70 @@ mod tests {
     #[test]
     fn the_tls_config_builds() {
         let _ = config();
+    }
+
+    /// The fake Discord's test CA and its leaf for 127.0.0.1.
+    fn fixture(name: &str) -> String {
+        format!(
+            "{}/fake-discord/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    /// A TLS server on loopback with the fixture's leaf: accepts one
+    /// connection, completes the handshake, writes `ok`.
+    fn server() -> (u16, std::thread::JoinHandle<()>) {
+        use rustls::pki_types::PrivateKeyDer;
+        let chain = CertificateDer::pem_file_iter(fixture("gateway-cert.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(fixture("gateway-key.pem")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let conn = rustls::ServerConnection::new(Arc::new(config)).unwrap();
+            let mut tls = StreamOwned::new(conn, tcp);
+            // A refused handshake ends here with an error: fine.
+            let _ = tls.write_all(b"ok").and_then(|()| tls.flush());
+        });
+        (port, handle)
+    }
+
+    fn handshake(extra: Option<&ExtraRoots>) -> io::Result<Vec<u8>> {
+        let (port, server) = server();
+        let target = Target::parse(&format!("wss://127.0.0.1:{port}")).unwrap();
+        let config = Arc::new(client_config(extra));
+        let mut stream = connect_with(&target, Duration::from_secs(5), || Arc::clone(&config))?;
+        let mut got = vec![0; 2];
+        let read = stream.read_exact(&mut got).map(|()| got);
+        drop(stream);
+        server.join().unwrap();
+        read
+    }
+
+    #[test]
+    fn an_extra_root_is_trusted_beside_webpkis_and_only_then() {
+        let roots = ExtraRoots::from_file(&fixture("gateway-ca.pem")).unwrap();
+        assert_eq!(handshake(Some(&roots)).unwrap(), b"ok");
+        let refused = handshake(None).unwrap_err();
+        assert!(refused.to_string().contains("UnknownIssuer"), "{refused}");
+    }
+
+    #[test]
+    fn a_ca_file_must_hold_usable_certificates() {
+        assert!(ExtraRoots::from_file("/nonexistent/ca.pem").is_err());
+        // A key is not a certificate.
+        let err = ExtraRoots::from_file(&fixture("gateway-key.pem")).unwrap_err();
+        assert!(err.contains("no PEM certificate"), "{err}");
     }
 }
