@@ -23,7 +23,7 @@ use discord_bot_backend::http::server::{Limits, Server};
 use discord_bot_backend::observe::logging;
 use discord_bot_backend::store::idempotency::{IdempotencyStore, MemoryIdempotency};
 use discord_bot_backend::store::redis::{
-    RedisIdempotency, RedisInvalidCount, RedisLimiter, RedisPool, RedisStore,
+    RedisIdempotency, RedisInvalidCount, RedisLimiter, RedisPool, RedisRelay, RedisStore,
 };
 use discord_bot_backend::store::{self, DurableStore, MemoryStore, SessionStore};
 
@@ -183,21 +183,27 @@ fn run(config: &Config) -> Result<(), String> {
         ..GatewayConfig::default()
     };
     let gateway_discord = Arc::clone(&discord);
-    let events = Arc::new(
-        Events::new(
-            Box::new(move |bot, sink, resume| {
-                BotGateway::start(
-                    Arc::clone(&gateway_discord),
-                    bot,
-                    gateway.clone(),
-                    sink,
-                    resume,
-                )
-            }),
-            events::IDLE_CLOSE,
-        )
-        .with_checkpoints(checkpoints),
-    );
+    let events = Events::new(
+        Box::new(move |bot, sink, resume| {
+            BotGateway::start(
+                Arc::clone(&gateway_discord),
+                bot,
+                gateway.clone(),
+                sink,
+                resume,
+            )
+        }),
+        events::IDLE_CLOSE,
+    )
+    .with_checkpoints(checkpoints);
+    let events = Arc::new(match (&redis, &config.session_key) {
+        // One Gateway connection per bot across the cluster.
+        (Some(pool), Some(key)) => {
+            events.with_relay(Arc::new(RedisRelay::new(Arc::clone(pool), key.clone())))
+        }
+        _ => events,
+    });
+    events::spawn_cluster(Arc::downgrade(&events));
     events::spawn_checkpointer(Arc::downgrade(&events));
     let api = Arc::new(Api {
         store: Arc::clone(&store),

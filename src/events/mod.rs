@@ -13,11 +13,12 @@
 //! - Discord's `d` reaches streams as Discord's bytes, never re-serialised.
 
 pub mod checkpoint;
+pub mod cluster;
 pub mod ring;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -32,6 +33,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use checkpoint::{Checkpoints, NoCheckpoints, Saved};
+pub use cluster::{Entry, Position, Published, Relay};
 pub use ring::{Frame, Read, Ring};
 
 /// API.md: the Gateway "closes 15 minutes after the last [subscriber] is
@@ -54,6 +56,8 @@ pub struct Events {
     /// Held through a checkpoint pass and through `stop_all`, so a pass
     /// never overwrites the exact checkpoint a graceful stop wrote.
     checkpointing: Mutex<bool>,
+    /// With `--redis-url`: the cluster's leases and shared streams.
+    relay: Option<Arc<dyn Relay>>,
 }
 
 impl Events {
@@ -64,7 +68,15 @@ impl Events {
             idle_close,
             checkpoints: Arc::new(NoCheckpoints),
             checkpointing: Mutex::new(false),
+            relay: None,
         }
+    }
+
+    /// Shares each bot's Gateway connection and events with every instance
+    /// of the cluster (`cluster`); call `spawn_cluster` to run it.
+    pub fn with_relay(mut self, relay: Arc<dyn Relay>) -> Events {
+        self.relay = Some(relay);
+        self
     }
 
     /// Keeps each bot's last event ID and Gateway sessions in `checkpoints`
@@ -77,9 +89,12 @@ impl Events {
     /// The bot's events, made on first use, continuing from its checkpoint.
     pub fn bot(&self, bot_id: u64) -> Arc<BotEvents> {
         let mut bots = self.bots.lock();
-        Arc::clone(bots.entry(bot_id).or_insert_with(|| {
-            let saved = self.checkpoints.take(bot_id);
-            Arc::new(BotEvents::new(bot_id, saved))
+        Arc::clone(bots.entry(bot_id).or_insert_with(|| match &self.relay {
+            Some(relay) => BotEvents::shared(bot_id, &**relay),
+            None => {
+                let saved = self.checkpoints.take(bot_id);
+                Arc::new(BotEvents::new(bot_id, saved))
+            }
         }))
     }
 
@@ -88,6 +103,11 @@ impl Events {
     pub fn subscribe(&self, bot: &Arc<Bot>, bot_id: u64) -> (Arc<BotEvents>, Subscriber) {
         let events = self.bot(bot_id);
         let subscriber = events.subscribe();
+        if let Some(relay) = &self.relay {
+            *events.bot.lock() = Some(Arc::clone(bot));
+            self.claim(relay, &events);
+            return (events, subscriber);
+        }
         let mut gateway = events.gateway.lock();
         if gateway.is_none() {
             let sink: Arc<dyn EventSink> = Arc::clone(&events) as _;
@@ -101,6 +121,10 @@ impl Events {
     /// Closes (resumably, with 4000) the Gateway connections of bots
     /// without a subscriber for `idle_close`. Called by the sweeper.
     pub fn sweep(&self) {
+        if self.relay.is_some() {
+            // Cluster-wide idleness is the ticker's (`cluster_tick`).
+            return;
+        }
         let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
         for events in bots {
             let idle = events
@@ -129,18 +153,23 @@ impl Events {
     /// Discord shows it offline, on a thread of its own (closing waits for
     /// the shards).
     pub fn bot_gone(&self, bot_id: u64) {
-        let Some(events) = self.bots.lock().get(&bot_id).cloned() else {
+        let events = self.bots.lock().get(&bot_id).cloned();
+        if let Some(relay) = &self.relay {
+            // The holder may be another instance: it sees the mark at its
+            // next tick.
+            relay.mark_gone(bot_id);
+            if let Some(events) = events {
+                events.bot.lock().take();
+            }
+            return;
+        }
+        let Some(events) = events else {
             return;
         };
         events.resume.lock().clear();
         if let Some(gateway) = events.gateway.lock().take() {
             log::info!("Gateway of bot {bot_id} closed: the bot has no session left");
-            let closing = std::thread::Builder::new()
-                .name("gateway-close".into())
-                .spawn(move || drop(gateway.stop(true)));
-            if let Err(e) = closing {
-                log::warn!("cannot close the Gateway of bot {bot_id}: {e}");
-            }
+            close_in_background(bot_id, move || drop(gateway.stop(true)));
         }
     }
 
@@ -168,6 +197,19 @@ impl Events {
         let mut stopped = self.checkpointing.lock();
         *stopped = true;
         let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
+        if self.relay.is_some() {
+            // Handed over at once: another instance resumes without
+            // waiting for the lease to run out.
+            for events in bots {
+                if let Some(publisher) = events.publisher.lock().take() {
+                    if let Some(gateway) = events.gateway.lock().take() {
+                        gateway.stop(false);
+                    }
+                    publisher.hand_over();
+                }
+            }
+            return;
+        }
         for events in bots {
             let gateway = events.gateway.lock().take();
             let resume = match gateway {
@@ -179,23 +221,223 @@ impl Events {
     }
 }
 
-/// Checkpoints every bot each `checkpoint::EVERY` until `events` is gone.
-pub fn spawn_checkpointer(events: std::sync::Weak<Events>) {
-    let run = move || {
-        loop {
-            std::thread::sleep(checkpoint::EVERY);
-            match events.upgrade() {
-                Some(events) => events.checkpoint(),
-                None => return,
+/// The cluster's side of `Events`: claiming leases, keeping them, reading
+/// the shared streams.
+impl Events {
+    /// Takes the bot's lease if nobody holds it, and starts its Gateway
+    /// publishing to the shared stream.
+    fn claim(&self, relay: &Arc<dyn Relay>, events: &Arc<BotEvents>) {
+        let mut publisher = events.publisher.lock();
+        if publisher.is_some() {
+            return;
+        }
+        let Some(bot) = events.bot.lock().clone() else {
+            return;
+        };
+        let fence = match relay.acquire(events.bot_id) {
+            Ok(Some(fence)) => fence,
+            Ok(None) => return,
+            Err(reason) => {
+                log::warn!(
+                    "cannot claim the Gateway of bot {}: {reason}",
+                    events.bot_id
+                );
+                return;
+            }
+        };
+        let resume = relay.sessions(events.bot_id).unwrap_or_else(|reason| {
+            log::warn!(
+                "cannot read the Gateway sessions of bot {} ({reason}): identifying",
+                events.bot_id
+            );
+            Vec::new()
+        });
+        log::info!(
+            "this instance holds the Gateway of bot {} (fence {fence}; {} session(s) to resume)",
+            events.bot_id,
+            resume.len()
+        );
+        let sink = Arc::new(cluster::Publisher {
+            events: Arc::clone(events),
+            relay: Arc::clone(relay),
+            fence,
+            poisoned: AtomicBool::new(false),
+        });
+        let gateway = (self.starter)(bot, Arc::clone(&sink) as _, resume);
+        *events.gateway.lock() = Some(gateway);
+        *publisher = Some(sink);
+    }
+
+    /// One pass of the cluster's ticker: says which bots this instance
+    /// wants, keeps the leases it holds, claims those it wants.
+    pub fn cluster_tick(&self) {
+        let Some(relay) = &self.relay else {
+            return;
+        };
+        if *self.checkpointing.lock() {
+            return;
+        }
+        let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
+        let wanted: Vec<u64> = bots
+            .iter()
+            .filter(|e| e.subscribers() > 0)
+            .map(|e| e.bot_id)
+            .collect();
+        if let Err(reason) = relay.want(&wanted) {
+            log::warn!("cannot tell the cluster which bots this instance wants: {reason}");
+        }
+        for events in bots {
+            let held = events.publisher.lock().clone();
+            match held {
+                Some(publisher) => self.keep(relay, &events, &publisher),
+                None if events.subscribers() > 0 => self.claim(relay, &events),
+                None => {}
             }
         }
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("checkpoints".into())
-        .spawn(run)
-    {
-        log::error!("cannot start the events checkpointer: {e}");
     }
+
+    /// Renews a held lease, or lets the Gateway go: the lease was lost, a
+    /// publish failed, the bot is gone, or no instance wants it any more.
+    fn keep(
+        &self,
+        relay: &Arc<dyn Relay>,
+        events: &Arc<BotEvents>,
+        publisher: &Arc<cluster::Publisher>,
+    ) {
+        let bot_id = events.bot_id;
+        let renewed = !publisher.poisoned() && relay.renew(bot_id, publisher.fence) == Ok(true);
+        let gone = renewed && relay.take_gone(bot_id);
+        let idle = renewed && !gone && {
+            let wanted = relay.wanted(bot_id).unwrap_or(true);
+            let mut since = events.idle_since.lock();
+            if wanted {
+                *since = None;
+                false
+            } else {
+                since.get_or_insert_with(Instant::now).elapsed() >= self.idle_close
+            }
+        };
+        if renewed && !gone && !idle {
+            return;
+        }
+        // Nothing more is published from here on, whatever the Gateway
+        // still receives.
+        publisher.poisoned.store(true, Ordering::SeqCst);
+        events.publisher.lock().take();
+        let Some(gateway) = events.gateway.lock().take() else {
+            return;
+        };
+        let publisher = Arc::clone(publisher);
+        if !renewed {
+            log::warn!(
+                "bot {bot_id}: the Gateway lease could not be kept; its connection closes \
+                 (resumable) for the instance that takes over"
+            );
+            close_in_background(bot_id, move || drop(gateway.stop(false)));
+        } else if gone {
+            log::info!("Gateway of bot {bot_id} closed: the bot has no session left");
+            close_in_background(bot_id, move || {
+                gateway.stop(true);
+                publisher.relay.forget_sessions(bot_id);
+                publisher.relay.release(bot_id, publisher.fence);
+            });
+        } else {
+            log::info!(
+                "Gateway of bot {bot_id} closed: no subscriber on any instance for {} s",
+                self.idle_close.as_secs()
+            );
+            *events.idle_since.lock() = None;
+            close_in_background(bot_id, move || {
+                gateway.stop(false);
+                publisher.hand_over();
+            });
+        }
+    }
+
+    /// One read of the shared streams into the local rings; waits up to
+    /// `cluster::READ_WAIT` for something to arrive.
+    pub fn cluster_read(&self) {
+        let Some(relay) = &self.relay else {
+            return;
+        };
+        let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
+        if bots.is_empty() {
+            std::thread::sleep(cluster::READ_WAIT);
+            return;
+        }
+        let after: Vec<(u64, u64)> = bots.iter().map(|e| (e.bot_id, e.ring.last_id())).collect();
+        match relay.read(&after, cluster::READ_WAIT) {
+            Ok(entries) => {
+                for (bot_id, entry) in entries {
+                    if let Some(events) = bots.iter().find(|e| e.bot_id == bot_id) {
+                        events.push_entry(&entry);
+                    }
+                }
+            }
+            Err(reason) => {
+                log::warn!("cannot read the cluster's events: {reason}");
+                std::thread::sleep(cluster::TICK);
+            }
+        }
+    }
+}
+
+/// Runs the cluster's ticker and reader until `events` is gone; nothing
+/// without a relay.
+pub fn spawn_cluster(events: std::sync::Weak<Events>) {
+    if events.upgrade().is_none_or(|e| e.relay.is_none()) {
+        return;
+    }
+    let ticker = events.clone();
+    spawn_loop("cluster-leases", move || match ticker.upgrade() {
+        Some(events) => {
+            events.cluster_tick();
+            drop(events);
+            std::thread::sleep(cluster::TICK);
+            true
+        }
+        None => false,
+    });
+    spawn_loop("cluster-events", move || match events.upgrade() {
+        Some(events) => {
+            events.cluster_read();
+            true
+        }
+        None => false,
+    });
+}
+
+/// Runs `pass` on a named thread for as long as it returns true.
+fn spawn_loop(name: &str, mut pass: impl FnMut() -> bool + Send + 'static) {
+    let run = move || while pass() {};
+    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(run) {
+        log::error!("cannot start the {name} thread: {e}");
+    }
+}
+
+/// Closing a Gateway waits for its shards: never on a thread that serves
+/// others.
+fn close_in_background(bot_id: u64, close: impl FnOnce() + Send + 'static) {
+    let closing = std::thread::Builder::new()
+        .name("gateway-close".into())
+        .spawn(close);
+    if let Err(e) = closing {
+        log::warn!("cannot close the Gateway of bot {bot_id}: {e}");
+    }
+}
+
+/// Checkpoints every bot each `checkpoint::EVERY` until `events` is gone.
+pub fn spawn_checkpointer(events: std::sync::Weak<Events>) {
+    spawn_loop("checkpoints", move || {
+        std::thread::sleep(checkpoint::EVERY);
+        match events.upgrade() {
+            Some(events) => {
+                events.checkpoint();
+                true
+            }
+            None => false,
+        }
+    });
 }
 
 /// One bot's events: its ring, its subscribers and its Gateway connection.
@@ -210,6 +452,11 @@ pub struct BotEvents {
     resume: Mutex<Vec<ResumeState>>,
     /// What was last saved, so an unchanged bot costs no write.
     saved: Mutex<Option<Saved>>,
+    /// In a cluster: the bot (its token), to start the Gateway when this
+    /// instance wins the lease, while it has subscribers here.
+    bot: Mutex<Option<Arc<Bot>>>,
+    /// In a cluster, while this instance holds the bot's lease.
+    publisher: Mutex<Option<Arc<cluster::Publisher>>>,
     /// Since when no subscriber has been left (`Events::sweep`).
     idle_since: Mutex<Option<Instant>>,
 }
@@ -236,8 +483,49 @@ impl BotEvents {
             gateway: Mutex::new(None),
             resume: Mutex::new(saved.map(|s| s.resume).unwrap_or_default()),
             saved: Mutex::new(None),
+            bot: Mutex::new(None),
+            publisher: Mutex::new(None),
             idle_since: Mutex::new(None),
         }
+    }
+
+    /// A bot's events in a cluster: its ring starts with what the shared
+    /// stream keeps, and IDs are the stream's.
+    fn shared(bot_id: u64, relay: &dyn Relay) -> Arc<BotEvents> {
+        let kept = relay.backfill(bot_id).unwrap_or_else(|reason| {
+            log::warn!("cannot read the kept events of bot {bot_id}: {reason}");
+            Vec::new()
+        });
+        let mut events = BotEvents::new(bot_id, None);
+        let first = kept.first().map_or(1, |e| e.id);
+        // The wait covers the stream's read (`READ_WAIT`) and a round trip.
+        events.ring = Ring::shared(first, cluster::READ_WAIT * 2);
+        for entry in &kept {
+            events.push_entry(entry);
+        }
+        Arc::new(events)
+    }
+
+    /// An event from the shared stream into the ring.
+    fn push_entry(&self, entry: &Entry) {
+        self.ring.push_at(
+            entry.id,
+            &entry.kind,
+            entry.guild_id,
+            entry.channel_id,
+            entry.marker,
+            |id| {
+                let envelope = envelope(
+                    id,
+                    &entry.kind,
+                    &self.bot_text,
+                    entry.shard,
+                    &entry.received_at,
+                    &entry.data,
+                );
+                frame(id, &entry.kind, &envelope)
+            },
+        );
     }
 
     /// Saves the checkpoint when it differs from the last one saved.
@@ -269,28 +557,41 @@ impl BotEvents {
         guild_id: Option<u64>,
         channel_id: Option<u64>,
     ) -> u64 {
+        let received = now_rfc3339();
         self.ring.push(kind, guild_id, channel_id, false, |id| {
-            frame(id, kind, &envelope(id, kind, &self.bot_text, shard, data))
+            frame(
+                id,
+                kind,
+                &envelope(id, kind, &self.bot_text, shard, &received, data),
+            )
         })
     }
 
     /// A marker (`gateway.ready`, `gateway.disconnected`, …): reaches every
     /// stream whatever its filters. `data` is a JSON object of details.
     pub fn marker(&self, kind: &str, shard: [u16; 2], data: &serde_json::Value) -> u64 {
-        let data = data.to_string();
+        let (data, received) = (data.to_string(), now_rfc3339());
         self.ring.push(kind, None, None, true, |id| {
-            frame(id, kind, &envelope(id, kind, &self.bot_text, shard, &data))
+            frame(
+                id,
+                kind,
+                &envelope(id, kind, &self.bot_text, shard, &received, &data),
+            )
         })
     }
 
     /// A marker for one stream only (`stream.gap`, `stream.overflow`): not
     /// kept, with the ID the stream continues from.
     pub fn stream_marker(&self, id: u64, kind: &str, data: &serde_json::Value) -> Vec<u8> {
-        frame(
+        let envelope = envelope(
             id,
             kind,
-            &envelope(id, kind, &self.bot_text, [0, 1], &data.to_string()),
-        )
+            &self.bot_text,
+            [0, 1],
+            &now_rfc3339(),
+            &data.to_string(),
+        );
+        frame(id, kind, &envelope)
     }
 
     /// Counts a subscriber for as long as the guard lives.
@@ -332,15 +633,24 @@ impl EventSink for BotEvents {
     }
 
     fn marker(&self, marker: &Marker) {
-        let (change, code) = match marker {
-            Marker::Ready { .. } => ("ready", None),
-            Marker::Resumed { .. } => ("resumed", None),
-            Marker::Disconnected { code, .. } => ("disconnected", *code),
-            Marker::Failed { code, .. } => ("failed", *code),
-        };
-        metrics::global().observe_gateway(change, code);
-        let (kind, shard, data) = match marker {
-            Marker::Ready { shard } => ("gateway.ready", *shard, json!({})),
+        let (kind, shard, data) = observe_marker(marker);
+        BotEvents::marker(self, kind, shard, &data);
+    }
+}
+
+/// Counts a Gateway marker in the metrics, and gives its stream marker:
+/// type, shard and details.
+fn observe_marker(marker: &Marker) -> (&'static str, [u16; 2], serde_json::Value) {
+    let (change, code) = match marker {
+        Marker::Ready { .. } => ("ready", None),
+        Marker::Resumed { .. } => ("resumed", None),
+        Marker::Disconnected { code, .. } => ("disconnected", *code),
+        Marker::Failed { code, .. } => ("failed", *code),
+    };
+    metrics::global().observe_gateway(change, code);
+    {
+        match marker {
+            Marker::Ready { shard, .. } => ("gateway.ready", *shard, json!({})),
             Marker::Resumed { shard } => ("gateway.resumed", *shard, json!({})),
             Marker::Disconnected { shard, code } => {
                 ("gateway.disconnected", *shard, json!({ "code": code }))
@@ -354,17 +664,20 @@ impl EventSink for BotEvents {
                 *shard,
                 json!({ "code": code, "reason": reason }),
             ),
-        };
-        BotEvents::marker(self, kind, shard, &data);
+        }
     }
+}
+
+/// Now, as the envelope's `receivedAt`.
+fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The envelope of API.md: `{"id", "type", "botId", "shard", "receivedAt",
 /// "data"}`, with `data` spliced in as Discord's bytes.
-fn envelope(id: u64, kind: &str, bot: &str, shard: [u16; 2], data: &str) -> String {
-    let received = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default();
+fn envelope(id: u64, kind: &str, bot: &str, shard: [u16; 2], received: &str, data: &str) -> String {
     let kind = serde_json::to_string(kind).unwrap_or_default();
     format!(
         r#"{{"id":"{id}","type":{kind},"botId":"{bot}","shard":[{},{}],"receivedAt":"{received}","data":{data}}}"#,

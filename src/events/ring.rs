@@ -57,6 +57,10 @@ struct Inner {
 pub struct Ring {
     inner: Mutex<Inner>,
     arrived: Condvar,
+    /// How long `start` waits for an ID past the last one given to arrive:
+    /// in a cluster another instance may have sent it a moment before this
+    /// one reads it from Redis (0 elsewhere: such an ID was never given).
+    catch_up: Duration,
 }
 
 impl Ring {
@@ -70,6 +74,15 @@ impl Ring {
                 next_id: first_id.max(1),
             }),
             arrived: Condvar::new(),
+            catch_up: Duration::ZERO,
+        }
+    }
+
+    /// A ring fed from a cluster's shared stream (`cluster`).
+    pub fn shared(first_id: u64, catch_up: Duration) -> Ring {
+        Ring {
+            catch_up,
+            ..Ring::new(first_id)
         }
     }
 
@@ -82,10 +95,49 @@ impl Ring {
         marker: bool,
         render: impl FnOnce(u64) -> Vec<u8>,
     ) -> u64 {
-        let now = Instant::now();
-        let mut inner = self.inner.lock();
+        let inner = self.inner.lock();
         let id = inner.next_id;
-        inner.next_id += 1;
+        self.append(inner, id, kind, guild_id, channel_id, marker, render);
+        id
+    }
+
+    /// Appends an event whose ID was given elsewhere (a cluster's stream):
+    /// an ID already passed is ignored; one past the next expected means
+    /// events were lost in between, so what is kept is dropped and readers
+    /// before it are told of a gap.
+    pub fn push_at(
+        &self,
+        id: u64,
+        kind: &str,
+        guild_id: Option<u64>,
+        channel_id: Option<u64>,
+        marker: bool,
+        render: impl FnOnce(u64) -> Vec<u8>,
+    ) {
+        let mut inner = self.inner.lock();
+        if id < inner.next_id {
+            return;
+        }
+        if id > inner.next_id {
+            inner.frames.clear();
+            inner.bytes = 0;
+        }
+        self.append(inner, id, kind, guild_id, channel_id, marker, render);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &self,
+        mut inner: parking_lot::MutexGuard<'_, Inner>,
+        id: u64,
+        kind: &str,
+        guild_id: Option<u64>,
+        channel_id: Option<u64>,
+        marker: bool,
+        render: impl FnOnce(u64) -> Vec<u8>,
+    ) {
+        let now = Instant::now();
+        inner.next_id = id + 1;
         let frame = Arc::new(Frame {
             id,
             kind: kind.into(),
@@ -109,7 +161,6 @@ impl Ring {
         }
         drop(inner);
         self.arrived.notify_all();
-        id
     }
 
     /// The last ID given, 0 when none.
@@ -121,11 +172,13 @@ impl Ring {
     /// `Err(cursor)` when events after it are no longer kept or the ID was
     /// never given (a gap; the reader starts at `cursor`).
     pub fn start(&self, last_seen: Option<u64>) -> Result<u64, u64> {
-        let inner = self.inner.lock();
-        let last = inner.next_id - 1;
+        let mut inner = self.inner.lock();
         let Some(seen) = last_seen else {
-            return Ok(last);
+            return Ok(inner.next_id - 1);
         };
+        let deadline = Instant::now() + self.catch_up;
+        while seen >= inner.next_id && !self.arrived.wait_until(&mut inner, deadline).timed_out() {}
+        let last = inner.next_id - 1;
         let oldest = inner.frames.front().map_or(inner.next_id, |f| f.id);
         if seen > last {
             Err(last)
@@ -208,6 +261,46 @@ mod tests {
         let ring = Ring::new(1000);
         push(&ring, 1);
         assert_eq!(ring.last_id(), 1000);
+    }
+
+    fn push_at(ring: &Ring, id: u64) {
+        ring.push_at(id, "MESSAGE_CREATE", None, None, false, |id| {
+            format!("id: {id}\n\n").into_bytes()
+        });
+    }
+
+    #[test]
+    fn an_id_given_elsewhere_already_passed_is_ignored() {
+        let ring = Ring::shared(1, Duration::ZERO);
+        push_at(&ring, 1);
+        push_at(&ring, 2);
+        push_at(&ring, 2);
+        assert_eq!(ids(ring.read(0, 10, Duration::ZERO)), vec![1, 2]);
+    }
+
+    #[test]
+    fn an_id_given_elsewhere_past_the_next_drops_what_is_kept_and_readers_see_a_gap() {
+        let ring = Ring::shared(1, Duration::ZERO);
+        push_at(&ring, 1);
+        push_at(&ring, 5);
+        assert!(matches!(
+            ring.read(1, 10, Duration::ZERO),
+            Read::Gap { resume_at: 4 }
+        ));
+        assert_eq!(ids(ring.read(4, 10, Duration::ZERO)), vec![5]);
+    }
+
+    #[test]
+    fn a_shared_ring_waits_briefly_for_an_id_another_instance_sent() {
+        let ring = Arc::new(Ring::shared(1, Duration::from_secs(5)));
+        let writer = Arc::clone(&ring);
+        let pushed = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            push_at(&writer, 1);
+            push_at(&writer, 2);
+        });
+        assert_eq!(ring.start(Some(2)), Ok(2));
+        pushed.join().unwrap();
     }
 
     #[test]

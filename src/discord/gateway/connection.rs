@@ -702,7 +702,13 @@ impl Runner {
                     "gateway of bot {} shard {shard:?}: ready (new session)",
                     shared.bot_label()
                 );
-                shared.sink.marker(&Marker::Ready { shard });
+                // `became_ready` published it: the marker carries the
+                // session, so a cluster saves it with the sequence it
+                // starts at.
+                let session = self.handle.slot.lock().session.clone();
+                if let Some(session) = session {
+                    shared.sink.marker(&Marker::Ready { shard, session });
+                }
             }
             "RESUMED" => {
                 if let Some(session) = &mut self.session {

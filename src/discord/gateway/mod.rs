@@ -94,8 +94,12 @@ pub struct Dispatch<'a> {
 /// A change of a shard's connection, for the stream's `gateway.*` markers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Marker {
-    /// A new session (READY): events before it may be missing.
-    Ready { shard: [u16; 2] },
+    /// A new session (READY): events before it may be missing. `session`
+    /// is what resumes it, at READY's sequence.
+    Ready {
+        shard: [u16; 2],
+        session: ResumeState,
+    },
     /// The session was resumed: every event in between was replayed.
     Resumed { shard: [u16; 2] },
     /// A connection that was ready ended; `code` is the close code, `None`

@@ -1,6 +1,8 @@
 //! store::redis: the state several instances share (`--redis-url`):
-//! sessions (`sessions`), `Idempotency-Key` records (`idempotency`) and the cluster's Discord rate limits and
-//! invalid-request count (`cluster`), over one pool of blocking connections.
+//! sessions (`sessions`), `Idempotency-Key` records (`idempotency`), the
+//! cluster's Discord rate limits and invalid-request count (`cluster`), and
+//! its Gateway leases and event streams (`events`), over one pool of
+//! blocking connections.
 //!
 //! Architecture invariants: Redis never sees a token or a session ID in
 //! clear (`seal`); no log line or error names a key, a token or the Redis URL
@@ -8,10 +10,12 @@
 //! a failure is `StoreError::Unavailable` (503), never a hang or a panic.
 
 pub mod cluster;
+pub mod events;
 pub mod idempotency;
 pub mod sessions;
 
 pub use cluster::{RedisInvalidCount, RedisLimiter};
+pub use events::RedisRelay;
 pub use idempotency::RedisIdempotency;
 pub use sessions::RedisStore;
 
@@ -56,6 +60,14 @@ impl RedisPool {
         let connection = self.client.get_connection_with_timeout(self.timeout)?;
         connection.set_read_timeout(Some(self.timeout))?;
         connection.set_write_timeout(Some(self.timeout))?;
+        Ok(connection)
+    }
+
+    /// A connection of its own for a command that blocks up to `wait`
+    /// (a stream read): its read timeout is `wait` plus the usual one.
+    pub fn dedicated(&self, wait: Duration) -> RedisResult<Connection> {
+        let connection = self.connect()?;
+        connection.set_read_timeout(Some(self.timeout + wait))?;
         Ok(connection)
     }
 

@@ -1,0 +1,212 @@
+//! cluster: one Gateway connection per bot across every instance that
+//! shares a Redis (`--redis-url`), and every event seen by every instance's
+//! streams, once and in order (issue #13, "Cluster").
+//!
+//! How: the instance that holds the bot's lease (a Redis key with a fencing
+//! number, renewed every `TICK`, lost after `LEASE_TTL`) runs the Gateway
+//! and publishes each dispatch into the bot's Redis Stream through a script
+//! that checks the fence and drops a sequence not newer than the last one
+//! published for the shard. Every instance, the holder included, reads the
+//! stream (`reader`) into its local ring, so IDs and order are the same
+//! everywhere. The stream also keeps the published sequence per shard: the
+//! instance that takes over resumes from there, so a failover loses nothing
+//! Discord still replays and publishes nothing twice.
+//!
+//! Invariants:
+//! - a publish that fails poisons its publisher: nothing after it is
+//!   published (a later sequence would hide the lost one), the Gateway is
+//!   stopped resumably and the lease given up, so the next holder resumes
+//!   from the last sequence that reached Redis;
+//! - a holder whose renewal fails stops its Gateway at once; the fence in
+//!   the script already refuses what it might still publish;
+//! - the Gateway runs while any instance has a subscriber (`want`), and
+//!   closes `IDLE_CLOSE` after the last is gone, cluster-wide.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::discord::gateway::{Dispatch, EventSink, Marker, ResumeState};
+
+use super::{BotEvents, observe_marker};
+
+/// How long a lease outlives its holder's last renewal: a dead holder's
+/// bot is taken over after at most this plus one `TICK`.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// How often leases are renewed, wanted bots claimed and sessions saved.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// How long one read of the streams blocks when nothing arrives.
+pub const READ_WAIT: Duration = Duration::from_millis(500);
+
+/// The stream keeps about as many events as a ring (`ring::MAX_EVENTS`).
+pub const STREAM_LEN: usize = super::ring::MAX_EVENTS;
+
+/// One event as the Redis Stream holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: u64,
+    pub kind: String,
+    pub shard: [u16; 2],
+    pub guild_id: Option<u64>,
+    pub channel_id: Option<u64>,
+    pub marker: bool,
+    /// RFC 3339, set once by the publisher, so every instance's envelope
+    /// is the same bytes.
+    pub received_at: String,
+    /// Discord's `d` (a marker's details), unchanged.
+    pub data: String,
+}
+
+/// What a publish carries besides the entry's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position<'a> {
+    /// A dispatch with Discord's sequence in its shard's session: dropped
+    /// when not newer than the last published.
+    Seq(u64),
+    /// A new session (READY): kept, with the sequence it starts at, in the
+    /// same step as the marker, so the next holder resumes exactly what
+    /// was published of it.
+    Ready(&'a ResumeState),
+    /// A marker that does not move the sequence.
+    None,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    Id(u64),
+    /// Already published (a replay after a failover).
+    Duplicate,
+    /// The lease is another's now: this publisher must stop.
+    Fenced,
+}
+
+/// What the cluster's events need from the shared store (`store::redis`
+/// implements it). Errors are reasons for logs; they never name a key.
+pub trait Relay: Send + Sync {
+    /// Takes the bot's lease if nobody holds it: its fencing number.
+    fn acquire(&self, bot: u64) -> Result<Option<u64>, String>;
+    /// Extends the lease; false when it is no longer this fence's.
+    fn renew(&self, bot: u64, fence: u64) -> Result<bool, String>;
+    /// Gives the lease up, if still this fence's.
+    fn release(&self, bot: u64, fence: u64);
+    /// The shards' sessions to resume, each at the last sequence published.
+    fn sessions(&self, bot: u64) -> Result<Vec<ResumeState>, String>;
+    /// The bot is gone for good: its sessions are not to be resumed.
+    fn forget_sessions(&self, bot: u64);
+    fn publish(
+        &self,
+        bot: u64,
+        fence: u64,
+        entry: &Entry,
+        at: Position,
+    ) -> Result<Published, String>;
+    /// What the bot's stream keeps, oldest first.
+    fn backfill(&self, bot: u64) -> Result<Vec<Entry>, String>;
+    /// Entries after each `(bot, last ID)`, waiting up to `wait` for one.
+    fn read(&self, after: &[(u64, u64)], wait: Duration) -> Result<Vec<(u64, Entry)>, String>;
+    /// This instance has subscribers of these bots (for `TICK` × 3).
+    fn want(&self, bots: &[u64]) -> Result<(), String>;
+    /// Whether any instance has a subscriber of the bot.
+    fn wanted(&self, bot: u64) -> Result<bool, String>;
+    /// Asks the holder, wherever it is, to close the bot's Gateway for
+    /// good (its last session logged out).
+    fn mark_gone(&self, bot: u64);
+    /// Whether the bot was marked gone; clears the mark.
+    fn take_gone(&self, bot: u64) -> bool;
+}
+
+/// The holder's sink: the Gateway's dispatches and markers go to Redis,
+/// not to the local ring (the reader brings them back like everyone's).
+pub(super) struct Publisher {
+    pub(super) events: Arc<BotEvents>,
+    pub(super) relay: Arc<dyn Relay>,
+    pub(super) fence: u64,
+    /// Set by a failed or fenced publish: nothing more is published.
+    pub(super) poisoned: AtomicBool,
+}
+
+impl Publisher {
+    pub(super) fn poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// After its Gateway stopped resumably: gives the lease up, so the next
+    /// holder need not wait for it to run out (the sessions are kept).
+    pub(super) fn hand_over(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+        self.relay.release(self.events.bot_id, self.fence);
+    }
+
+    fn publish(&self, entry: &Entry, at: Position<'_>) {
+        if self.poisoned() {
+            return;
+        }
+        match self
+            .relay
+            .publish(self.events.bot_id, self.fence, entry, at)
+        {
+            Ok(Published::Id(_) | Published::Duplicate) => {}
+            Ok(Published::Fenced) => {
+                log::warn!(
+                    "bot {}: another instance holds the Gateway now; this one stops publishing",
+                    self.events.bot_id
+                );
+                self.poisoned.store(true, Ordering::SeqCst);
+            }
+            Err(reason) => {
+                log::warn!(
+                    "bot {}: an event could not be published to Redis ({reason}); the Gateway \
+                     stops and is resumed from the last event published",
+                    self.events.bot_id
+                );
+                self.poisoned.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl EventSink for Publisher {
+    fn dispatch(&self, event: &Dispatch<'_>) {
+        crate::observe::metrics::global().gateway_events.inc();
+        let entry = Entry {
+            id: 0,
+            kind: event.kind.to_string(),
+            shard: event.shard,
+            guild_id: event.guild_id,
+            channel_id: event.channel_id,
+            marker: false,
+            received_at: super::now_rfc3339(),
+            data: event.data.get().to_string(),
+        };
+        self.publish(&entry, Position::Seq(event.session_seq));
+    }
+
+    fn marker(&self, marker: &Marker) {
+        let (kind, shard, data) = observe_marker(marker);
+        let entry = Entry {
+            id: 0,
+            kind: kind.to_string(),
+            shard,
+            guild_id: None,
+            channel_id: None,
+            marker: true,
+            received_at: super::now_rfc3339(),
+            data: data.to_string(),
+        };
+        let at = match marker {
+            Marker::Ready { session, .. } => Position::Ready(session),
+            _ => Position::None,
+        };
+        self.publish(&entry, at);
+    }
+}
+
+/// Milliseconds since the Unix epoch, for lease and interest deadlines.
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
