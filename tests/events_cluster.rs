@@ -199,3 +199,29 @@ fn a_graceful_stop_of_the_holder_hands_the_gateway_over_at_once() {
     let stats = bot_stats(&fake);
     assert_eq!(stats["identifies"], 1, "{stats}");
 }
+
+#[test]
+fn the_last_sessions_logout_on_another_instance_closes_the_gateway_with_1000() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
+    let (a, b) = (instance(&fake, &redis), instance(&fake, &redis));
+    let session = a.session(TOKEN);
+    let mut on_a = open(&a, &session, None);
+    on_a.until("gateway.ready", Duration::from_secs(10));
+    assert_eq!(b.logout(&session).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let closes = loop {
+        let closes = bot_stats(&fake)["close_codes_received"].clone();
+        if closes.as_array().is_some_and(|c| !c.is_empty()) || Instant::now() > deadline {
+            break closes;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        closes,
+        json!([1000]),
+        "the bot is gone for good: offline at once"
+    );
+}
