@@ -6,10 +6,10 @@
 //! | key | type | holds | expires |
 //! |---|---|---|---|
 //! | `dbb:gw:<bot>:lease` | string | the holder's fencing number | `LEASE_TTL` after the last renewal |
-//! | `dbb:gw:<bot>:fence` | string | the last fencing number given | never |
-//! | `dbb:gw:<bot>:pos` | hash | `last`: the last event ID; `p:<shard>`: the last sequence published | never |
-//! | `dbb:gw:<bot>:events` | stream | entries `0-<event ID>`: `k` type, `s` shard, `g`/`c` guild and channel, `m` marker, `t` received at, `d` data | trimmed to about `STREAM_LEN` |
-//! | `dbb:gw:<bot>:sessions` | hash | per shard ID, its Gateway session (ID, resume URL, shard count), sealed to the bot; written with its READY marker | a day after the last |
+//! | `dbb:gw:<bot>:fence` | string | the last fencing number given | `KEEP` after the last |
+//! | `dbb:gw:<bot>:pos` | hash | `last`: the last event ID; `p:<shard>`: the last sequence published | `KEEP` after the last event |
+//! | `dbb:gw:<bot>:events` | stream | entries `0-<event ID>`: `k` type, `s` shard, `g`/`c` guild and channel, `m` marker, `t` received at, `d` data; trimmed to about `STREAM_LEN` | `KEEP` after the last event |
+//! | `dbb:gw:<bot>:sessions` | hash | per shard ID, its Gateway session (ID, resume URL, shard count), sealed to the bot; written with its READY marker | `KEEP` after the last READY |
 //! | `dbb:gw:<bot>:want` | zset | instances with a subscriber, scored by when that lapses (ms) | with its last member |
 //! | `dbb:gw:<bot>:gone` | string | the bot's last session logged out | `LEASE_TTL` × 2 |
 //!
@@ -32,6 +32,7 @@ use crate::store::seal::SessionKey;
 const ACQUIRE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local fence = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], fence, 'PX', ARGV[1])
 return fence
 ";
@@ -63,14 +64,21 @@ if ARGV[2] == 'seq' then
 elseif ARGV[2] == 'ready' then
   redis.call('HSET', KEYS[2], field, ARGV[4])
   redis.call('HSET', KEYS[4], ARGV[3], ARGV[13])
-  redis.call('EXPIRE', KEYS[4], 86400)
+  redis.call('EXPIRE', KEYS[4], ARGV[14])
 end
 local id = redis.call('HINCRBY', KEYS[2], 'last', 1)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '0-' .. id,
   'k', ARGV[6], 's', ARGV[7], 'g', ARGV[8], 'c', ARGV[9], 'm', ARGV[10],
   't', ARGV[11], 'd', ARGV[12])
+redis.call('EXPIRE', KEYS[2], ARGV[14])
+redis.call('EXPIRE', KEYS[3], ARGV[14])
 return id
 ";
+
+/// How long a bot's stream, its positions and sessions outlive its last
+/// event. After that its IDs start again at 1: a client's older
+/// `Last-Event-ID` is then past the last one given, and told of a gap.
+const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How many entries one read brings at most.
 const READ_COUNT: usize = 1000;
@@ -127,6 +135,7 @@ impl Relay for RedisRelay {
                 .key(key(bot, "lease"))
                 .key(key(bot, "fence"))
                 .arg(LEASE_TTL.as_millis() as u64)
+                .arg(KEEP.as_secs())
                 .invoke(c)
         })?;
         Ok((fence > 0).then_some(fence))
@@ -229,6 +238,7 @@ impl Relay for RedisRelay {
                 .arg(&entry.received_at)
                 .arg(&entry.data)
                 .arg(&sealed)
+                .arg(KEEP.as_secs())
                 .invoke(c)
         })?;
         Ok(match id {
