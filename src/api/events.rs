@@ -27,6 +27,12 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Frames written per read of the ring: one write of many frames, not one
 /// per frame, and a bound on what a stream holds.
 const BATCH: usize = 256;
+/// Bytes of frames a stream takes per read of the ring (at least one
+/// frame). A stream whose client stopped reading sits in a blocked write
+/// holding its batch while the ring drops those frames: without this, 256
+/// large frames (a big guild's GUILD_CREATE) each, for every stalled
+/// client, on top of the ring's 64 MiB.
+const BATCH_BYTES: usize = 256 * 1024;
 /// Reconnection delay a browser's `EventSource` uses (`retry:`).
 const RETRY_MS: u32 = 3000;
 /// Event type names: Discord's dispatch names are upper case and `_`.
@@ -160,7 +166,8 @@ impl EventStream {
                         written = Instant::now();
                     }
                 }
-                Read::Frames(frames) => {
+                Read::Frames(mut frames) => {
+                    frames.truncate(within_budget(&frames));
                     cursor = frames.last().map_or(cursor, |f| f.id);
                     let batch: Vec<std::io::IoSlice<'_>> = frames
                         .iter()
@@ -175,6 +182,20 @@ impl EventStream {
             }
         }
     }
+}
+
+/// How many of `frames`, from the first, fit in `BATCH_BYTES`; never 0,
+/// so a frame larger than the budget still goes out, alone.
+fn within_budget(frames: &[Arc<Frame>]) -> usize {
+    let mut bytes = 0;
+    let fit = frames
+        .iter()
+        .take_while(|f| {
+            bytes += f.bytes.len();
+            bytes <= BATCH_BYTES
+        })
+        .count();
+    fit.max(1)
 }
 
 /// Writes every slice, in as few system calls as the socket takes.
@@ -192,4 +213,33 @@ fn write_all_vectored(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Read, Ring};
+
+    fn frames(sizes: &[usize]) -> Vec<Arc<Frame>> {
+        let ring = Ring::new(1);
+        for &size in sizes {
+            ring.push("MESSAGE_CREATE", None, None, false, |_| vec![b'x'; size]);
+        }
+        match ring.read(0, BATCH, Duration::ZERO) {
+            Read::Frames(frames) => frames,
+            Read::Gap { .. } => unreachable!("nothing dropped"),
+        }
+    }
+
+    #[test]
+    fn a_batch_holds_at_most_its_byte_budget() {
+        let small = frames(&[100 * 1024, 100 * 1024, 100 * 1024]);
+        assert_eq!(within_budget(&small), 2);
+    }
+
+    #[test]
+    fn a_frame_over_the_budget_still_goes_alone() {
+        let large = frames(&[BATCH_BYTES * 2, 10]);
+        assert_eq!(within_budget(&large), 1);
+    }
 }
