@@ -5,6 +5,8 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -31,7 +33,12 @@ struct Stream {
 
 impl Stream {
     fn open(service: &Service, query: &str, headers: &[(&str, &str)]) -> Stream {
-        let mut socket = TcpStream::connect(&service.addr).expect("connect");
+        let socket = TcpStream::connect(&service.addr).expect("connect");
+        Stream::over(socket, query, headers)
+    }
+
+    /// The request on a socket made by the caller (a small receive buffer).
+    fn over(mut socket: TcpStream, query: &str, headers: &[(&str, &str)]) -> Stream {
         socket
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -104,6 +111,31 @@ impl Stream {
                 _ => {}
             }
         }
+    }
+
+    /// Every frame until the service closes the stream; panics if it is
+    /// still open after `within`.
+    fn rest(&mut self, within: Duration) -> Vec<Frame> {
+        let deadline = Instant::now() + within;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the stream still open after {within:?}");
+            match self.next(left) {
+                Some(frame) => frames.push(frame),
+                None if self.at_end() => return frames,
+                None => {}
+            }
+        }
+    }
+
+    /// Whether the service closed the stream (after `next` gave `None`).
+    fn at_end(&mut self) -> bool {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        matches!(self.reader.fill_buf(), Ok([]))
     }
 
     /// Frames until one of type `kind`, which is returned.
@@ -383,5 +415,205 @@ fn gateway_sessions_and_events_are_counted_in_metrics() {
     assert!(
         events >= 2.0,
         "GUILD_CREATE and MESSAGE_CREATE at least: {events}"
+    );
+}
+
+/// Events in bursts of this many: the fake's Gateway sends them back to
+/// back.
+const BURST: usize = 1_000;
+/// Bytes of text in each event's `d`: about 1.2 KB a frame, so 50,000
+/// events are 60 MB through the service, and a stream that queued them for
+/// a client that stopped reading would show in its RSS beside the ring's
+/// 12 MB.
+const PADDING: usize = 1_000;
+/// The ring keeps the bot's last 10,000 events (API.md).
+const KEPT: u64 = 10_000;
+
+/// Makes the fake Gateway send the bot `count` copies of one dispatch.
+fn inject(fake: &Fake, kind: &str, d: &Value, count: usize) {
+    let body = json!({"bot_id": BOT_ID, "t": kind, "d": d, "count": count});
+    let mut reply = support::agent()
+        .post(&format!("http://{}/_fake/gateway/dispatch", fake.addr))
+        .header("Content-Type", "application/json")
+        .send(body.to_string())
+        .expect("the fake's control API");
+    let answer: Value = serde_json::from_str(&reply.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(answer["dispatched"], count, "{answer}");
+}
+
+/// The event ID of a frame, as a number.
+fn id_of(frame: &Frame) -> u64 {
+    frame
+        .id
+        .as_deref()
+        .and_then(|id| id.parse().ok())
+        .expect("an id")
+}
+
+/// A stream whose client reads through a 4 KiB receive buffer, so the
+/// service's writes to it block soon after the client stops reading.
+fn small_buffer_stream(s: &Setup, flags: &[(&str, &str)]) -> Stream {
+    let addr: std::net::SocketAddr = s.service.addr.parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut headers = vec![("Authorization", s.session.as_str())];
+    headers.extend_from_slice(flags);
+    Stream::over(socket.into(), "", &headers)
+}
+
+/// Two streams of the bot from its `gateway.ready` on: the first, with a
+/// small receive buffer, is where the caller stops reading; the second is
+/// read by `flood`. Also the ready marker's ID.
+fn two_streams(s: &Setup) -> (Stream, Stream, u64) {
+    let mut stalled = small_buffer_stream(s, &[]);
+    let ready = id_of(&stalled.until("gateway.ready", Duration::from_secs(10)));
+    let mut reading = s.stream(&format!("?lastEventId={}", ready - 1));
+    let again = reading
+        .next(Duration::from_secs(5))
+        .expect("the ready marker");
+    assert_eq!(id_of(&again), ready);
+    (stalled, reading, ready)
+}
+
+/// What a flood saw.
+struct Flood {
+    /// The last event ID the reading stream got.
+    last: u64,
+    took: Duration,
+    /// The longest the injector waited for the reading stream to catch up.
+    slowest: Duration,
+}
+
+/// Pushes `total` events through the fake's Gateway in bursts while
+/// `reading` (whose last frame was `after`) is read on a thread of its own,
+/// as fast as it comes; returns once it has read them all. Panics if it
+/// misses or repeats an ID, gets a burst out of order, or stalls.
+fn flood(s: &Setup, mut reading: Stream, after: u64, total: usize) -> Flood {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    let reader = std::thread::spawn(move || {
+        let (mut last, mut burst) = (after, 0);
+        while counter.load(Ordering::SeqCst) < total {
+            let frame = reading
+                .next(Duration::from_secs(10))
+                .expect("the reading stream ended or stalled");
+            let id = id_of(&frame);
+            assert_eq!(id, last + 1, "a gap or a repeat after {last}: {frame:?}");
+            last = id;
+            if frame.event.as_deref() == Some("MESSAGE_CREATE") {
+                let this = frame.data.unwrap()["data"]["nonce"].as_u64().unwrap();
+                assert!(this >= burst, "burst {this} after {burst}");
+                burst = this;
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        last
+    });
+    let padding = "x".repeat(PADDING);
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for burst in 0..total / BURST {
+        // At most four bursts ahead of the reading stream, so it never falls
+        // out of the ring: only a stream that stopped reading may.
+        let waiting = Instant::now();
+        while seen.load(Ordering::SeqCst) + 4 * BURST < burst * BURST {
+            assert!(!reader.is_finished(), "the reading stream failed");
+            assert!(
+                waiting.elapsed() < Duration::from_secs(30),
+                "the reading stream fell behind"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        slowest = slowest.max(waiting.elapsed());
+        let d = json!({"id": burst.to_string(), "channel_id": GENERAL, "guild_id": GUILD,
+                       "author": {"id": BOT_ID}, "content": padding, "nonce": burst});
+        inject(&s.fake, "MESSAGE_CREATE", &d, BURST);
+    }
+    let last = reader
+        .join()
+        .expect("the reading stream got every event, in order");
+    Flood {
+        last,
+        took: started.elapsed(),
+        slowest,
+    }
+}
+
+#[test]
+fn a_reader_that_stops_reading_while_50000_events_pass_costs_bounded_memory() {
+    let s = setup(&[]);
+    let (_stalled, reading, ready) = two_streams(&s);
+    let before_kib = s.service.rss_kib();
+    let flood = flood(&s, reading, ready, 50_000);
+    let asked = Instant::now();
+    assert!(s.service.is_healthy());
+    let health = asked.elapsed();
+    let after_kib = s.service.rss_kib();
+    eprintln!(
+        "50,000 events in {:?} (longest wait for the reading stream {:?}); /healthz in \
+         {health:?}; VmRSS {before_kib} KiB -> {after_kib} KiB",
+        flood.took, flood.slowest
+    );
+    assert!(health < Duration::from_secs(1), "/healthz took {health:?}");
+    // The ring's 10,000 frames are 12 MiB, the stalled stream's batch at
+    // most 256 KiB, the kernel holds what it wrote; 24 MiB leaves the
+    // allocator room, and is a third of what keeping the flood would cost.
+    assert!(
+        after_kib.saturating_sub(before_kib) < 24 * 1024,
+        "VmRSS grew from {before_kib} KiB to {after_kib} KiB"
+    );
+}
+
+#[test]
+fn a_reader_too_slow_gets_stream_overflow_and_its_reconnect_loses_nothing_still_kept() {
+    // The client resumes reading within --client-timeout, the deadline of
+    // each write: past it, a client that reads nothing is dropped unsent.
+    let s = setup(&["--client-timeout", "120000"]);
+    let (mut stalled, reading, ready) = two_streams(&s);
+    let flood = flood(&s, reading, ready, 2 * KEPT as usize);
+
+    let frames = stalled.rest(Duration::from_secs(10));
+    let (overflow, written) = frames.split_last().expect("frames after the stall");
+    assert_eq!(
+        overflow.event.as_deref(),
+        Some("stream.overflow"),
+        "{overflow:?}"
+    );
+    for (n, frame) in written.iter().enumerate() {
+        assert_eq!(
+            id_of(frame),
+            ready + 1 + n as u64,
+            "written before it stalled, in order"
+        );
+    }
+    assert!(
+        written.len() < KEPT as usize,
+        "{} frames written",
+        written.len()
+    );
+
+    let resume = overflow.id.clone().unwrap();
+    let mut again = Stream::open(
+        &s.service,
+        "",
+        &[("Authorization", &s.session), ("Last-Event-ID", &resume)],
+    );
+    let mut id = id_of(overflow);
+    while id < flood.last {
+        let frame = again
+            .next(Duration::from_secs(5))
+            .expect("every kept event");
+        assert_eq!(
+            id_of(&frame),
+            id + 1,
+            "no gap marker, nothing missed: {frame:?}"
+        );
+        id += 1;
+    }
+    assert_eq!(
+        flood.last - id_of(overflow),
+        KEPT,
+        "from the oldest kept on"
     );
 }
