@@ -4,6 +4,10 @@
 
 mod support;
 
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
 use prometheus_parse::{Sample, Scrape, Value};
 use serde_json::json;
 use support::world::*;
@@ -220,5 +224,129 @@ fn refusals_answered_again_without_discord_are_counted() {
             &[("reason", "cached")]
         ),
         1.0
+    );
+}
+
+/// The fake's Gateway beats every half second, so an ACK comes within a
+/// second of READY, not Discord's 41 s.
+const FAST_HEARTBEATS: &[&str] = &["--gateway-heartbeat-ms", "500"];
+
+/// An open `GET /api/events` of `session`, read until `shards` shards
+/// are ready (one `gateway.ready` each); the stream, and so the bot's
+/// Gateway, stays open while the reader lives.
+fn stream_until_ready(service: &Service, session: &str, shards: usize) -> BufReader<TcpStream> {
+    let mut socket = TcpStream::connect(&service.addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!("GET /api/events HTTP/1.1\r\nHost: t\r\nAuthorization: {session}\r\n\r\n");
+    socket.write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(socket);
+    let mut ready = 0;
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready < shards {
+        // A keep-alive comment comes every 15 s: the read timeout alone
+        // would never end the wait.
+        assert!(
+            Instant::now() < deadline,
+            "{ready} of {shards} shards ready in 20 s"
+        );
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "the stream ended");
+        if line.trim_end() == "event: gateway.ready" {
+            ready += 1;
+        }
+    }
+    reader
+}
+
+/// Scrapes until `done` holds, for up to 5 s; the last scrape.
+fn scrape_until(service: &Service, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = scrape(service);
+        if done(&text) || Instant::now() >= deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How many observations of a histogram fell at or under `le` seconds.
+fn bucket(scrape: &Scrape, metric: &str, le: f64) -> f64 {
+    samples(scrape, metric, &[])
+        .iter()
+        .filter_map(|s| match &s.value {
+            Value::Histogram(buckets) => buckets.iter().find(|b| b.less_than == le),
+            _ => None,
+        })
+        .map(|b| b.count)
+        .sum()
+}
+
+#[test]
+fn heartbeat_acks_are_timed_once_a_stream_connects_the_gateway() {
+    let fake = Fake::start_with(&standard(), FAST_HEARTBEATS);
+    let service = Service::start(&fake, &[]);
+    let session = service.session(TOKEN);
+    let _stream = stream_until_ready(&service, &session, 1);
+    let metric = "dbb_gateway_heartbeat_latency_seconds";
+    let text = scrape_until(&service, |t| {
+        value(t, &format!("{metric}_count"), &[]) >= 1.0
+    });
+    let acks = value(&text, &format!("{metric}_count"), &[]);
+    assert!(acks >= 1.0, "no ACK timed within 5 s of READY");
+    let mean = value(&text, &format!("{metric}_sum"), &[]) / acks;
+    assert!(mean < 0.25, "{mean} s from heartbeat to ACK on loopback");
+    assert_eq!(
+        bucket(&text, metric, 0.25),
+        acks,
+        "every ACK under 250 ms on loopback"
+    );
+}
+
+#[test]
+fn a_shard_waiting_for_its_identify_turn_is_timed() {
+    // Two shards in one identify bucket: the second identifies 5 s after
+    // the first (Discord's window).
+    let mut world = standard();
+    world["bots"][1]["shards"] = json!(2);
+    let fake = Fake::start_with(&world, FAST_HEARTBEATS);
+    let service = Service::start(&fake, &[]);
+    let session = service.session(MULTI_TOKEN);
+    let _stream = stream_until_ready(&service, &session, 2);
+    let text = scrape(&service);
+    let metric = "dbb_gateway_identify_wait_seconds";
+    assert_eq!(value(&text, &format!("{metric}_count"), &[]), 2.0);
+    assert_eq!(bucket(&text, metric, 0.1), 1.0, "the first shard at once");
+    let waited = value(&text, &format!("{metric}_sum"), &[]);
+    assert!(
+        (4.5..7.0).contains(&waited),
+        "the second shard waited {waited} s for a 5 s window"
+    );
+}
+
+#[test]
+#[ignore = "needs `heartbeat::watch_shards(&shared);` in BotGateway::start (gateway/mod.rs)"]
+fn shards_are_counted_by_state_once_a_stream_connects_the_gateway() {
+    let fake = Fake::start_with(&standard(), FAST_HEARTBEATS);
+    let service = Service::start(&fake, &[]);
+    let session = service.session(TOKEN);
+    let before = scrape(&service);
+    for state in ["ready", "connecting", "resuming", "backoff", "failed"] {
+        assert_eq!(
+            value(&before, "dbb_gateway_shards", &[("state", state)]),
+            0.0,
+            "{state} shown, and 0, before any Gateway runs"
+        );
+    }
+    let _stream = stream_until_ready(&service, &session, 1);
+    let after = scrape(&service);
+    let shards = |state| value(&after, "dbb_gateway_shards", &[("state", state)]);
+    assert_eq!(shards("ready"), 1.0);
+    assert_eq!(
+        shards("connecting") + shards("resuming") + shards("backoff") + shards("failed"),
+        0.0
     );
 }

@@ -14,21 +14,45 @@
 //! their parameters `:like_this`, not `{like_this}`: braces inside label
 //! values are legal, but trip regex-based scrape parsers.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The content type of the Prometheus text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Request latencies span a cached 1 ms answer to a 10 s rate-limit wait.
+/// A heartbeat's ACK spans the same: a millisecond on loopback, a few
+/// hundred across the world, seconds from a Gateway about to be a zombie.
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Identify turns come 5 s apart per `max_concurrency` bucket, so the
+/// last shard of a bot with 1,000 shards in 16 buckets waits over 5
+/// minutes; a first shard, nothing.
+const IDENTIFY_BUCKETS: &[f64] = &[0.1, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0];
+
+/// The shard states `dbb_gateway_shards` counts; a stopped (idle) shard is
+/// not counted.
+pub const SHARD_STATES: [&str; 5] = ["ready", "connecting", "resuming", "backoff", "failed"];
+
+/// A bot's Gateway as a scrape sees it: the state of each of its shards,
+/// named as in `SHARD_STATES` (others are not counted).
+///
+/// Why read at scrape time rather than kept in gauges moved on each
+/// transition: a shard changes state in a dozen places, and a gauge that
+/// misses one (or a thread that dies between an increment and its
+/// decrement) is wrong until the process restarts; a count read from the
+/// shards cannot drift.
+pub trait ShardStates: Send + Sync {
+    fn shard_states(&self) -> Vec<&'static str>;
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -69,6 +93,13 @@ pub struct Metrics {
     /// Gateway connection changes: `ready` (a new session), `resumed`,
     /// `disconnected` and `failed`, by close code (`none` without one).
     pub gateway_changes: IntCounterVec,
+    /// Heartbeat to its ACK, each ACK of every shard.
+    gateway_heartbeat: Histogram,
+    /// How long a shard waited for its turn to identify (0 when it had it
+    /// at once), each identify.
+    gateway_identify_wait: Histogram,
+    /// The Gateways whose shards a scrape counts, while they live.
+    gateways: Mutex<Vec<Weak<dyn ShardStates>>>,
 }
 
 /// Gauges owned elsewhere, read when a scrape is rendered.
@@ -169,10 +200,29 @@ impl Metrics {
             &["change", "code"],
         )
         .expect("valid metric");
+        let gateway_heartbeat = Histogram::with_opts(
+            HistogramOpts::new(
+                "dbb_gateway_heartbeat_latency_seconds",
+                "Time from a Gateway heartbeat to Discord's ACK, every shard of every bot.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let gateway_identify_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "dbb_gateway_identify_wait_seconds",
+                "Time a shard waited in its bot's identify queue (max_concurrency, 5 s apart) \
+                 before sending Identify.",
+            )
+            .buckets(IDENTIFY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(gateway_events.clone()),
             Box::new(gateway_changes.clone()),
+            Box::new(gateway_heartbeat.clone()),
+            Box::new(gateway_identify_wait.clone()),
             Box::new(writes.clone()),
             Box::new(idempotency.clone()),
             Box::new(latency.clone()),
@@ -203,7 +253,57 @@ impl Metrics {
             idempotency,
             gateway_events,
             gateway_changes,
+            gateway_heartbeat,
+            gateway_identify_wait,
+            gateways: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A heartbeat was ACKed `latency` after it went out.
+    pub fn observe_heartbeat_latency(&self, latency: Duration) {
+        self.gateway_heartbeat.observe(latency.as_secs_f64());
+    }
+
+    /// A shard identifies after waiting `waited` for its turn.
+    pub fn observe_identify_wait(&self, waited: Duration) {
+        self.gateway_identify_wait.observe(waited.as_secs_f64());
+    }
+
+    /// Counts `gateway`'s shards in every scrape until it is dropped.
+    pub fn watch_shards(&self, gateway: Weak<dyn ShardStates>) {
+        let mut gateways = self.gateways.lock();
+        gateways.retain(|g| g.strong_count() > 0);
+        gateways.push(gateway);
+    }
+
+    /// `dbb_gateway_shards`: every live Gateway's shards by state, each
+    /// state present (0 when none).
+    fn shard_gauges(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let live: Vec<Arc<dyn ShardStates>> = {
+            let mut gateways = self.gateways.lock();
+            gateways.retain(|g| g.strong_count() > 0);
+            gateways.iter().filter_map(Weak::upgrade).collect()
+        };
+        // Asked outside the lock: a Gateway's states take its own locks.
+        let mut counts = [0i64; SHARD_STATES.len()];
+        for state in live.iter().flat_map(|g| g.shard_states()) {
+            if let Some(i) = SHARD_STATES.iter().position(|s| *s == state) {
+                counts[i] += 1;
+            }
+        }
+        let gauges = IntGaugeVec::new(
+            Opts::new(
+                "dbb_gateway_shards",
+                "Gateway shards of all bots by state (ready, connecting, resuming, backoff, \
+                 failed).",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        for (state, count) in SHARD_STATES.iter().zip(counts) {
+            gauges.with_label_values(&[state]).set(count);
+        }
+        prometheus::core::Collector::collect(&gauges)
     }
 
     /// A Gateway connection change; `code` is Discord's close code. Codes
@@ -259,6 +359,7 @@ impl Metrics {
             gauge.set(value);
             families.extend(prometheus::core::Collector::collect(&gauge));
         }
+        families.extend(self.shard_gauges());
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::with_capacity(8 * 1024);
         TextEncoder::new()
@@ -351,6 +452,51 @@ mod tests {
         assert_eq!(
             sample_value(&text, "dbb_invalid_requests_window"),
             Some(11.0)
+        );
+    }
+
+    struct Shards(Vec<&'static str>);
+
+    impl ShardStates for Shards {
+        fn shard_states(&self) -> Vec<&'static str> {
+            self.0.clone()
+        }
+    }
+
+    fn render(metrics: &Metrics) -> String {
+        String::from_utf8(metrics.render(&Snapshot {
+            sessions: 0,
+            bots: 0,
+            invalid_requests: 0,
+            invalid_threshold: 8000,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn shards_are_counted_by_state_while_their_gateway_lives() {
+        let metrics = Metrics::new();
+        let one: Arc<dyn ShardStates> = Arc::new(Shards(vec!["ready", "ready", "backoff"]));
+        let two: Arc<dyn ShardStates> = Arc::new(Shards(vec!["ready", "idle"]));
+        metrics.watch_shards(Arc::downgrade(&one));
+        metrics.watch_shards(Arc::downgrade(&two));
+        let text = render(&metrics);
+        let count =
+            |state: &str| sample_value(&text, &format!(r#"dbb_gateway_shards{{state="{state}"}}"#));
+        assert_eq!(count("ready"), Some(3.0));
+        assert_eq!(count("backoff"), Some(1.0));
+        assert_eq!(count("failed"), Some(0.0), "every state is shown");
+        assert_eq!(count("idle"), None, "a stopped shard is not counted");
+        drop(one);
+        let text = render(&metrics);
+        assert_eq!(
+            sample_value(&text, r#"dbb_gateway_shards{state="ready"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            metrics.gateways.lock().len(),
+            1,
+            "a dropped Gateway is forgotten"
         );
     }
 

@@ -10,10 +10,19 @@
 //! inbound payload counts as life, not only the ACK, because a busy shard's
 //! ACK can queue behind its events (twilight's rule; discordeno #2311).
 //!
+//! It also reports the shards' health to `/metrics`: each ACK's latency
+//! (`dbb_gateway_heartbeat_latency_seconds`), and, through `watch_shards`,
+//! how many shards are in each state (`dbb_gateway_shards`), read from the
+//! shards at scrape time.
+//!
 //! Invariant: pure state over `Instant`s handed in; it never reads a clock,
 //! so the tests drive it without sleeping.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::{Shared, State};
+use crate::observe::metrics::{self, ShardStates};
 
 #[derive(Debug)]
 pub struct Heartbeat {
@@ -94,7 +103,9 @@ impl Heartbeat {
         if !self.acked
             && let Some(sent) = self.sent
         {
-            self.latency = Some(now.saturating_duration_since(sent));
+            let latency = now.saturating_duration_since(sent);
+            metrics::global().observe_heartbeat_latency(latency);
+            self.latency = Some(latency);
         }
         self.acked = true;
     }
@@ -102,6 +113,46 @@ impl Heartbeat {
     /// The time from the last ACKed heartbeat to its ACK.
     pub fn latency(&self) -> Option<Duration> {
         self.latency
+    }
+}
+
+/// Lets every scrape count the shards of this bot's Gateway by state, for
+/// as long as the Gateway lives (`BotGateway::start` calls it).
+#[allow(
+    dead_code,
+    reason = "called by BotGateway::start in gateway/mod.rs, which another change owns"
+)]
+pub(super) fn watch_shards(gateway: &Arc<Shared>) {
+    let weak = Arc::downgrade(gateway);
+    metrics::global().watch_shards(weak);
+}
+
+impl ShardStates for Shared {
+    /// Before `GET /gateway/bot` has answered there are no shards yet: the
+    /// bot counts as one shard in its launch state, so a Gateway that
+    /// cannot start (a rejected token, Discord unreachable) still shows.
+    fn shard_states(&self) -> Vec<&'static str> {
+        let status = self.status();
+        if status.shards.is_empty() {
+            return label(status.state).into_iter().collect();
+        }
+        status
+            .shards
+            .iter()
+            .filter_map(|s| label(s.state))
+            .collect()
+    }
+}
+
+/// The name a scrape counts a state under; a stopped shard is not counted.
+fn label(state: State) -> Option<&'static str> {
+    match state {
+        State::Ready => Some("ready"),
+        State::Connecting => Some("connecting"),
+        State::Resuming => Some("resuming"),
+        State::Backoff => Some("backoff"),
+        State::Failed => Some("failed"),
+        State::Idle => None,
     }
 }
 
@@ -140,6 +191,26 @@ mod tests {
         hb.heard();
         assert_eq!(hb.due(t0 + I), Some(Beat::Send));
         assert_eq!(hb.latency(), None);
+    }
+
+    #[test]
+    fn every_state_but_idle_has_a_label_a_scrape_shows() {
+        for state in [
+            State::Ready,
+            State::Connecting,
+            State::Resuming,
+            State::Backoff,
+            State::Failed,
+        ] {
+            let name = label(state).expect("counted");
+            assert!(metrics::SHARD_STATES.contains(&name), "{name}");
+            assert_eq!(
+                serde_json::to_value(state).unwrap(),
+                name,
+                "as /api/gateway names it"
+            );
+        }
+        assert_eq!(label(State::Idle), None);
     }
 
     #[test]

@@ -9,13 +9,20 @@
 //! fewer than `RESERVE` starts remain: a `gateway.failed` we raise beats a
 //! token reset by Discord.
 //!
+//! How long each shard waited for its turn goes to `/metrics`
+//! (`dbb_gateway_identify_wait_seconds`): a bot whose shards wait minutes
+//! needs a larger `max_concurrency` from Discord, or fewer restarts.
+//!
 //! Invariant: never blocks. A shard asks (`turn`) and is told to go, to come
 //! back at an instant, or that it must not; it keeps heartbeating while it
 //! waits, on its own thread.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+
+use crate::observe::metrics;
 
 /// Session starts kept back (issue #13, GATEWAY-NOTES §6.3).
 pub const RESERVE: u32 = 20;
@@ -47,6 +54,20 @@ struct State {
     total: u32,
     remaining: u32,
     reset_at: Instant,
+    waits: Waits,
+}
+
+/// The shards told to wait, and since when: a shard asks again and again
+/// while it waits, and only its first ask starts the clock.
+#[derive(Debug, Default)]
+struct Waits(HashMap<u16, Asked>);
+
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    since: Instant,
+    /// The turn it was given. A shard that comes back long after it (its
+    /// connection dropped meanwhile) starts a new wait.
+    until: Instant,
 }
 
 /// The answer to "may this shard identify now?".
@@ -70,6 +91,7 @@ impl IdentifyQueue {
                 total: 0,
                 remaining: 0,
                 reset_at: Instant::now(),
+                waits: Waits::default(),
             }),
         }
     }
@@ -98,6 +120,7 @@ impl IdentifyQueue {
         let mut state = self.state.lock();
         state.refill(now);
         if state.remaining < RESERVE {
+            state.waits.0.remove(&shard_id);
             let resets = state.reset_at.saturating_duration_since(now);
             return Turn::Refused(format!(
                 "only {} of the bot's {} daily Gateway session starts remain, and the service \
@@ -113,11 +136,14 @@ impl IdentifyQueue {
         if let Some(last) = state.last[bucket] {
             let free = last + self.spacing;
             if now < free {
+                state.waits.waiting(shard_id, now, free, self.spacing);
                 return Turn::Wait(free);
             }
         }
         state.last[bucket] = Some(now);
         state.remaining -= 1;
+        let waited = state.waits.done(shard_id, now, self.spacing);
+        metrics::global().observe_identify_wait(waited);
         Turn::Go
     }
 }
@@ -130,6 +156,36 @@ impl State {
             self.remaining = self.total;
             self.reset_at = now + Duration::from_secs(24 * 60 * 60);
         }
+    }
+}
+
+impl Waits {
+    /// `shard` asked at `now` and was told to come back at `until`.
+    fn waiting(&mut self, shard: u16, now: Instant, until: Instant, spacing: Duration) {
+        let since = self
+            .current(shard, now, spacing)
+            .map_or(now, |asked| asked.since);
+        self.0.insert(shard, Asked { since, until });
+    }
+
+    /// `shard` identifies at `now`: how long it waited.
+    fn done(&mut self, shard: u16, now: Instant, spacing: Duration) -> Duration {
+        let waited = self
+            .current(shard, now, spacing)
+            .map_or(Duration::ZERO, |asked| {
+                now.saturating_duration_since(asked.since)
+            });
+        self.0.remove(&shard);
+        waited
+    }
+
+    /// The wait `shard` is in at `now`, unless it gave it up: back more
+    /// than `spacing` after its turn.
+    fn current(&self, shard: u16, now: Instant, spacing: Duration) -> Option<Asked> {
+        self.0
+            .get(&shard)
+            .copied()
+            .filter(|asked| now <= asked.until + spacing)
     }
 }
 
@@ -156,6 +212,34 @@ mod tests {
         assert_eq!(q.turn(2, t0), Turn::Wait(t0 + SPACING));
         assert_eq!(q.turn(2, t0 + SPACING), Turn::Go);
         assert_eq!(q.state.lock().remaining, 997);
+    }
+
+    #[test]
+    fn a_wait_is_timed_from_the_first_ask_to_the_identify() {
+        let mut waits = Waits::default();
+        let t0 = Instant::now();
+        let turn = t0 + SPACING;
+        waits.waiting(1, t0, turn, SPACING);
+        waits.waiting(1, t0 + Duration::from_secs(2), turn, SPACING);
+        assert_eq!(waits.done(1, turn, SPACING), SPACING);
+        assert_eq!(
+            waits.done(1, turn, SPACING),
+            Duration::ZERO,
+            "forgotten once done"
+        );
+    }
+
+    #[test]
+    fn a_shard_back_long_after_its_turn_starts_a_new_wait() {
+        let mut waits = Waits::default();
+        let t0 = Instant::now();
+        waits.waiting(1, t0, t0 + SPACING, SPACING);
+        let back = t0 + 3 * SPACING;
+        waits.waiting(1, back, back + SPACING, SPACING);
+        assert_eq!(waits.done(1, back + SPACING, SPACING), SPACING);
+        let late = Instant::now();
+        waits.waiting(2, late, late + SPACING, SPACING);
+        assert_eq!(waits.done(2, late + 3 * SPACING, SPACING), Duration::ZERO);
     }
 
     #[test]
