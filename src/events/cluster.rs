@@ -24,11 +24,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::discord::gateway::{Dispatch, EventSink, Marker, ResumeState};
 
-use super::{BotEvents, observe_marker};
+use super::{BotEvents, Events, close_in_background, observe_marker, spawn_loop};
 
 /// How long a lease outlives its holder's last renewal: a dead holder's
 /// bot is taken over after at most this plus one `TICK`.
@@ -202,6 +202,187 @@ impl EventSink for Publisher {
         };
         self.publish(&entry, at);
     }
+}
+
+/// The cluster's side of `Events`: claiming leases, keeping them, reading
+/// the shared streams.
+impl Events {
+    /// Takes the bot's lease if nobody holds it, and starts its Gateway
+    /// publishing to the shared stream.
+    pub(super) fn claim(&self, relay: &Arc<dyn Relay>, events: &Arc<BotEvents>) {
+        let mut publisher = events.publisher.lock();
+        if publisher.is_some() {
+            return;
+        }
+        let Some(bot) = events.bot.lock().clone() else {
+            return;
+        };
+        let fence = match relay.acquire(events.bot_id) {
+            Ok(Some(fence)) => fence,
+            Ok(None) => return,
+            Err(reason) => {
+                log::warn!(
+                    "cannot claim the Gateway of bot {}: {reason}",
+                    events.bot_id
+                );
+                return;
+            }
+        };
+        let resume = relay.sessions(events.bot_id).unwrap_or_else(|reason| {
+            log::warn!(
+                "cannot read the Gateway sessions of bot {} ({reason}): identifying",
+                events.bot_id
+            );
+            Vec::new()
+        });
+        log::info!(
+            "this instance holds the Gateway of bot {} (fence {fence}; {} session(s) to resume)",
+            events.bot_id,
+            resume.len()
+        );
+        let sink = Arc::new(Publisher {
+            events: Arc::clone(events),
+            relay: Arc::clone(relay),
+            fence,
+            poisoned: AtomicBool::new(false),
+        });
+        let gateway = (self.starter)(bot, Arc::clone(&sink) as _, resume);
+        *events.gateway.lock() = Some(gateway);
+        *publisher = Some(sink);
+    }
+
+    /// One pass of the cluster's ticker: says which bots this instance
+    /// wants, keeps the leases it holds, claims those it wants.
+    pub fn cluster_tick(&self) {
+        let Some(relay) = &self.relay else {
+            return;
+        };
+        if *self.checkpointing.lock() {
+            return;
+        }
+        let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
+        let wanted: Vec<u64> = bots
+            .iter()
+            .filter(|e| e.subscribers() > 0)
+            .map(|e| e.bot_id)
+            .collect();
+        if let Err(reason) = relay.want(&wanted) {
+            log::warn!("cannot tell the cluster which bots this instance wants: {reason}");
+        }
+        for events in bots {
+            let held = events.publisher.lock().clone();
+            match held {
+                Some(publisher) => self.keep(relay, &events, &publisher),
+                None if events.subscribers() > 0 => self.claim(relay, &events),
+                None => {}
+            }
+        }
+    }
+
+    /// Renews a held lease, or lets the Gateway go: the lease was lost, a
+    /// publish failed, the bot is gone, or no instance wants it any more.
+    fn keep(&self, relay: &Arc<dyn Relay>, events: &Arc<BotEvents>, publisher: &Arc<Publisher>) {
+        let bot_id = events.bot_id;
+        let renewed = !publisher.poisoned() && relay.renew(bot_id, publisher.fence) == Ok(true);
+        let gone = renewed && relay.take_gone(bot_id);
+        let idle = renewed && !gone && {
+            let wanted = relay.wanted(bot_id).unwrap_or(true);
+            let mut since = events.idle_since.lock();
+            if wanted {
+                *since = None;
+                false
+            } else {
+                since.get_or_insert_with(Instant::now).elapsed() >= self.idle_close
+            }
+        };
+        if renewed && !gone && !idle {
+            return;
+        }
+        // Nothing more is published from here on, whatever the Gateway
+        // still receives.
+        publisher.poisoned.store(true, Ordering::SeqCst);
+        events.publisher.lock().take();
+        let Some(gateway) = events.gateway.lock().take() else {
+            return;
+        };
+        let publisher = Arc::clone(publisher);
+        if !renewed {
+            log::warn!(
+                "bot {bot_id}: the Gateway lease could not be kept; its connection closes \
+                 (resumable) for the instance that takes over"
+            );
+            close_in_background(bot_id, move || drop(gateway.stop(false)));
+        } else if gone {
+            log::info!("Gateway of bot {bot_id} closed: the bot has no session left");
+            close_in_background(bot_id, move || {
+                gateway.stop(true);
+                publisher.relay.forget_sessions(bot_id);
+                publisher.relay.release(bot_id, publisher.fence);
+            });
+        } else {
+            log::info!(
+                "Gateway of bot {bot_id} closed: no subscriber on any instance for {} s",
+                self.idle_close.as_secs()
+            );
+            *events.idle_since.lock() = None;
+            close_in_background(bot_id, move || {
+                gateway.stop(false);
+                publisher.hand_over();
+            });
+        }
+    }
+
+    /// One read of the shared streams into the local rings; waits up to
+    /// `READ_WAIT` for something to arrive.
+    pub fn cluster_read(&self) {
+        let Some(relay) = &self.relay else {
+            return;
+        };
+        let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
+        if bots.is_empty() {
+            std::thread::sleep(READ_WAIT);
+            return;
+        }
+        let after: Vec<(u64, u64)> = bots.iter().map(|e| (e.bot_id, e.ring.last_id())).collect();
+        match relay.read(&after, READ_WAIT) {
+            Ok(entries) => {
+                for (bot_id, entry) in entries {
+                    if let Some(events) = bots.iter().find(|e| e.bot_id == bot_id) {
+                        events.push_entry(&entry);
+                    }
+                }
+            }
+            Err(reason) => {
+                log::warn!("cannot read the cluster's events: {reason}");
+                std::thread::sleep(TICK);
+            }
+        }
+    }
+}
+
+/// Runs the cluster's ticker and reader until `events` is gone; nothing
+/// without a relay.
+pub fn spawn_cluster(events: std::sync::Weak<Events>) {
+    if events.upgrade().is_none_or(|e| e.relay.is_none()) {
+        return;
+    }
+    let ticker = events.clone();
+    spawn_loop("cluster-leases", move || match ticker.upgrade() {
+        Some(events) => {
+            events.cluster_tick();
+            drop(events);
+            std::thread::sleep(TICK);
+            true
+        }
+        None => false,
+    });
+    spawn_loop("cluster-events", move || match events.upgrade() {
+        Some(events) => {
+            events.cluster_read();
+            true
+        }
+        None => false,
+    });
 }
 
 /// Milliseconds since the Unix epoch, for lease and interest deadlines.

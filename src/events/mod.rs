@@ -2,7 +2,8 @@
 //! ring (`ring`) that every stream of the bot reads (API.md, "Events").
 //!
 //! Owns: event IDs, the envelope and SSE frame of each event, which bots
-//! have subscribers.
+//! have subscribers; what of them survives a restart (`checkpoint`) and how
+//! instances share them (`cluster`).
 //!
 //! Architecture invariants:
 //! - imports only `discord` and `observe`: it knows no HTTP request, status
@@ -18,7 +19,7 @@ pub mod ring;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -33,7 +34,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub use checkpoint::{Checkpoints, NoCheckpoints, Saved};
-pub use cluster::{Entry, Position, Published, Relay};
+pub use cluster::{Entry, Position, Published, Relay, spawn_cluster};
 pub use ring::{Frame, Read, Ring};
 
 /// API.md: the Gateway "closes 15 minutes after the last [subscriber] is
@@ -219,192 +220,6 @@ impl Events {
             events.save(&*self.checkpoints, resume, true);
         }
     }
-}
-
-/// The cluster's side of `Events`: claiming leases, keeping them, reading
-/// the shared streams.
-impl Events {
-    /// Takes the bot's lease if nobody holds it, and starts its Gateway
-    /// publishing to the shared stream.
-    fn claim(&self, relay: &Arc<dyn Relay>, events: &Arc<BotEvents>) {
-        let mut publisher = events.publisher.lock();
-        if publisher.is_some() {
-            return;
-        }
-        let Some(bot) = events.bot.lock().clone() else {
-            return;
-        };
-        let fence = match relay.acquire(events.bot_id) {
-            Ok(Some(fence)) => fence,
-            Ok(None) => return,
-            Err(reason) => {
-                log::warn!(
-                    "cannot claim the Gateway of bot {}: {reason}",
-                    events.bot_id
-                );
-                return;
-            }
-        };
-        let resume = relay.sessions(events.bot_id).unwrap_or_else(|reason| {
-            log::warn!(
-                "cannot read the Gateway sessions of bot {} ({reason}): identifying",
-                events.bot_id
-            );
-            Vec::new()
-        });
-        log::info!(
-            "this instance holds the Gateway of bot {} (fence {fence}; {} session(s) to resume)",
-            events.bot_id,
-            resume.len()
-        );
-        let sink = Arc::new(cluster::Publisher {
-            events: Arc::clone(events),
-            relay: Arc::clone(relay),
-            fence,
-            poisoned: AtomicBool::new(false),
-        });
-        let gateway = (self.starter)(bot, Arc::clone(&sink) as _, resume);
-        *events.gateway.lock() = Some(gateway);
-        *publisher = Some(sink);
-    }
-
-    /// One pass of the cluster's ticker: says which bots this instance
-    /// wants, keeps the leases it holds, claims those it wants.
-    pub fn cluster_tick(&self) {
-        let Some(relay) = &self.relay else {
-            return;
-        };
-        if *self.checkpointing.lock() {
-            return;
-        }
-        let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
-        let wanted: Vec<u64> = bots
-            .iter()
-            .filter(|e| e.subscribers() > 0)
-            .map(|e| e.bot_id)
-            .collect();
-        if let Err(reason) = relay.want(&wanted) {
-            log::warn!("cannot tell the cluster which bots this instance wants: {reason}");
-        }
-        for events in bots {
-            let held = events.publisher.lock().clone();
-            match held {
-                Some(publisher) => self.keep(relay, &events, &publisher),
-                None if events.subscribers() > 0 => self.claim(relay, &events),
-                None => {}
-            }
-        }
-    }
-
-    /// Renews a held lease, or lets the Gateway go: the lease was lost, a
-    /// publish failed, the bot is gone, or no instance wants it any more.
-    fn keep(
-        &self,
-        relay: &Arc<dyn Relay>,
-        events: &Arc<BotEvents>,
-        publisher: &Arc<cluster::Publisher>,
-    ) {
-        let bot_id = events.bot_id;
-        let renewed = !publisher.poisoned() && relay.renew(bot_id, publisher.fence) == Ok(true);
-        let gone = renewed && relay.take_gone(bot_id);
-        let idle = renewed && !gone && {
-            let wanted = relay.wanted(bot_id).unwrap_or(true);
-            let mut since = events.idle_since.lock();
-            if wanted {
-                *since = None;
-                false
-            } else {
-                since.get_or_insert_with(Instant::now).elapsed() >= self.idle_close
-            }
-        };
-        if renewed && !gone && !idle {
-            return;
-        }
-        // Nothing more is published from here on, whatever the Gateway
-        // still receives.
-        publisher.poisoned.store(true, Ordering::SeqCst);
-        events.publisher.lock().take();
-        let Some(gateway) = events.gateway.lock().take() else {
-            return;
-        };
-        let publisher = Arc::clone(publisher);
-        if !renewed {
-            log::warn!(
-                "bot {bot_id}: the Gateway lease could not be kept; its connection closes \
-                 (resumable) for the instance that takes over"
-            );
-            close_in_background(bot_id, move || drop(gateway.stop(false)));
-        } else if gone {
-            log::info!("Gateway of bot {bot_id} closed: the bot has no session left");
-            close_in_background(bot_id, move || {
-                gateway.stop(true);
-                publisher.relay.forget_sessions(bot_id);
-                publisher.relay.release(bot_id, publisher.fence);
-            });
-        } else {
-            log::info!(
-                "Gateway of bot {bot_id} closed: no subscriber on any instance for {} s",
-                self.idle_close.as_secs()
-            );
-            *events.idle_since.lock() = None;
-            close_in_background(bot_id, move || {
-                gateway.stop(false);
-                publisher.hand_over();
-            });
-        }
-    }
-
-    /// One read of the shared streams into the local rings; waits up to
-    /// `cluster::READ_WAIT` for something to arrive.
-    pub fn cluster_read(&self) {
-        let Some(relay) = &self.relay else {
-            return;
-        };
-        let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
-        if bots.is_empty() {
-            std::thread::sleep(cluster::READ_WAIT);
-            return;
-        }
-        let after: Vec<(u64, u64)> = bots.iter().map(|e| (e.bot_id, e.ring.last_id())).collect();
-        match relay.read(&after, cluster::READ_WAIT) {
-            Ok(entries) => {
-                for (bot_id, entry) in entries {
-                    if let Some(events) = bots.iter().find(|e| e.bot_id == bot_id) {
-                        events.push_entry(&entry);
-                    }
-                }
-            }
-            Err(reason) => {
-                log::warn!("cannot read the cluster's events: {reason}");
-                std::thread::sleep(cluster::TICK);
-            }
-        }
-    }
-}
-
-/// Runs the cluster's ticker and reader until `events` is gone; nothing
-/// without a relay.
-pub fn spawn_cluster(events: std::sync::Weak<Events>) {
-    if events.upgrade().is_none_or(|e| e.relay.is_none()) {
-        return;
-    }
-    let ticker = events.clone();
-    spawn_loop("cluster-leases", move || match ticker.upgrade() {
-        Some(events) => {
-            events.cluster_tick();
-            drop(events);
-            std::thread::sleep(cluster::TICK);
-            true
-        }
-        None => false,
-    });
-    spawn_loop("cluster-events", move || match events.upgrade() {
-        Some(events) => {
-            events.cluster_read();
-            true
-        }
-        None => false,
-    });
 }
 
 /// Runs `pass` on a named thread for as long as it returns true.
