@@ -328,7 +328,6 @@ fn a_shard_waiting_for_its_identify_turn_is_timed() {
 }
 
 #[test]
-#[ignore = "needs `heartbeat::watch_shards(&shared);` in BotGateway::start (gateway/mod.rs)"]
 fn shards_are_counted_by_state_once_a_stream_connects_the_gateway() {
     let fake = Fake::start_with(&standard(), FAST_HEARTBEATS);
     let service = Service::start(&fake, &[]);

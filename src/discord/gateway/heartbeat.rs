@@ -118,10 +118,6 @@ impl Heartbeat {
 
 /// Lets every scrape count the shards of this bot's Gateway by state, for
 /// as long as the Gateway lives (`BotGateway::start` calls it).
-#[allow(
-    dead_code,
-    reason = "called by BotGateway::start in gateway/mod.rs, which another change owns"
-)]
 pub(super) fn watch_shards(gateway: &Arc<Shared>) {
     let weak = Arc::downgrade(gateway);
     metrics::global().watch_shards(weak);

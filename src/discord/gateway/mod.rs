@@ -350,6 +350,7 @@ impl BotGateway {
             threads: Mutex::new(0),
             threads_done: Condvar::new(),
         });
+        heartbeat::watch_shards(&shared);
         Shared::launch(&shared, 0, None);
         BotGateway { shared }
     }
