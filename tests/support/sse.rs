@@ -26,7 +26,12 @@ pub struct Stream {
 
 impl Stream {
     pub fn open(service: &Service, query: &str, headers: &[(&str, &str)]) -> Stream {
-        let mut socket = TcpStream::connect(&service.addr).expect("connect");
+        let socket = TcpStream::connect(&service.addr).expect("connect");
+        Stream::over(socket, query, headers)
+    }
+
+    /// The request on a socket made by the caller (a small receive buffer).
+    pub fn over(mut socket: TcpStream, query: &str, headers: &[(&str, &str)]) -> Stream {
         socket
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -99,6 +104,31 @@ impl Stream {
                 _ => {}
             }
         }
+    }
+
+    /// Every frame until the service closes the stream; panics if it is
+    /// still open after `within`.
+    pub fn rest(&mut self, within: Duration) -> Vec<Frame> {
+        let deadline = Instant::now() + within;
+        let mut frames = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the stream still open after {within:?}");
+            match self.next(left) {
+                Some(frame) => frames.push(frame),
+                None if self.at_end() => return frames,
+                None => {}
+            }
+        }
+    }
+
+    /// Whether the service closed the stream (after `next` gave `None`).
+    pub fn at_end(&mut self) -> bool {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        matches!(self.reader.fill_buf(), Ok([]))
     }
 
     /// Frames until one of type `kind`, which is returned.
