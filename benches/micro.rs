@@ -38,6 +38,7 @@ use discord_bot_backend::discord::ratelimit::{BotLimiter, Clock, Observed, Route
 use discord_bot_backend::http::clients::{ClientLimiter, TrustedProxies};
 use discord_bot_backend::http::cors::{Cors, CorsOrigins};
 use discord_bot_backend::http::server::{Handler, Request};
+use discord_bot_backend::store::tickets::MemoryTickets;
 use discord_bot_backend::store::{MemoryStore, SessionId, SessionStore, StoreError};
 
 fn main() {
@@ -208,7 +209,7 @@ mod front {
             login_rate: ClientLimiter::per_minute(0),
             clients: ClientLimiter::new(0, 1),
             proxies: TrustedProxies::default(),
-            tickets: Default::default(),
+            tickets: std::sync::Arc::new(MemoryTickets::default()),
             events: Arc::new(discord_bot_backend::events::Events::new(
                 Box::new(|_, _, _| unreachable!("the front benchmark opens no event stream")),
                 discord_bot_backend::events::IDLE_CLOSE,

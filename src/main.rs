@@ -24,7 +24,9 @@ use discord_bot_backend::observe::logging;
 use discord_bot_backend::store::idempotency::{IdempotencyStore, MemoryIdempotency};
 use discord_bot_backend::store::redis::{
     RedisIdempotency, RedisInvalidCount, RedisLimiter, RedisPool, RedisRelay, RedisStore,
+    RedisTickets,
 };
+use discord_bot_backend::store::tickets::MemoryTickets;
 use discord_bot_backend::store::{self, DurableStore, MemoryStore, SessionStore};
 
 /// Longest the sweeper sleeps between passes; shorter idle timeouts sweep
@@ -218,7 +220,10 @@ fn run(config: &Config) -> Result<(), String> {
         proxies: config.trusted_proxies.clone(),
         discord_routes: config.discord_routes,
         events: Arc::clone(&events),
-        tickets: Default::default(),
+        tickets: match (&redis, &config.session_key) {
+            (Some(pool), Some(key)) => Arc::new(RedisTickets::new(Arc::clone(pool), key.clone())),
+            _ => Arc::new(MemoryTickets::default()),
+        },
         writes: WriteSettings::new(
             idempotency,
             nonce_secret,

@@ -225,3 +225,35 @@ fn the_last_sessions_logout_on_another_instance_closes_the_gateway_with_1000() {
         "the bot is gone for good: offline at once"
     );
 }
+
+#[test]
+fn a_ticket_made_on_one_instance_opens_a_stream_on_the_other_once() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
+    let (a, b) = (instance(&fake, &redis), instance(&fake, &redis));
+    let session = a.session(TOKEN);
+    let reply = a.request(
+        "POST",
+        "/api/events/tickets",
+        &[("Authorization", &session)],
+        None,
+    );
+    assert_eq!(reply.status, 201, "{reply:?}");
+    let ticket = reply.json()["ticket"].as_str().unwrap().to_string();
+    let dump = format!("{:?}", redis.dump());
+    assert!(
+        !dump.contains(&ticket) && !dump.contains(&session),
+        "neither in clear"
+    );
+    let query = format!("?ticket={ticket}");
+    let mut on_b = Stream::open(&b, &query, &[]);
+    assert_eq!(on_b.status, 200);
+    on_b.until("gateway.ready", Duration::from_secs(10));
+    assert_eq!(
+        Stream::open(&a, &query, &[]).status,
+        401,
+        "a ticket works once"
+    );
+}

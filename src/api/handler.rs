@@ -30,6 +30,7 @@ use crate::http::clients::{ClientKey, ClientLimiter, TrustedProxies, limit_addre
 use crate::http::cors::Cors;
 use crate::http::server::{Handler, Refusal, Request, Response, Ticket};
 use crate::observe::metrics;
+use crate::store::tickets::TicketStore;
 use crate::store::{SessionId, SessionStore, StoreError};
 
 /// Request targets are cut to this many characters in logs.
@@ -55,7 +56,7 @@ pub struct Api {
     /// Every bot's events, as its Gateway connection delivers them.
     pub events: Arc<crate::events::Events>,
     /// Single-use stream tickets.
-    pub tickets: tickets::Tickets,
+    pub tickets: Arc<dyn TicketStore>,
     /// `--discord-routes`: what the passthrough serves.
     pub discord_routes: RouteGroups,
 }
@@ -308,7 +309,7 @@ impl Api {
             Endpoint::Messages => reads::messages(&call, &query),
             Endpoint::Events => self.events_stream(request, &session, &bot, &query),
             Endpoint::Gateway => self.gateway_status(&bot),
-            Endpoint::Ticket => match self.tickets.issue(session.clone()) {
+            Endpoint::Ticket => match self.tickets.issue(&session)? {
                 Some(ticket) => Ok(json_response(
                     201,
                     &serde_json::json!({ "ticket": ticket, "expiresIn": tickets::LIFETIME.as_secs() }),
@@ -520,7 +521,7 @@ impl Api {
         let ticket = query
             .text("ticket")
             .ok_or(ApiError::Unauthorized(MISSING))?;
-        self.tickets.redeem(ticket).ok_or(ApiError::Unauthorized(
+        self.tickets.redeem(ticket)?.ok_or(ApiError::Unauthorized(
             "unknown, used or expired stream ticket; ask POST /api/events/tickets for a new one",
         ))
     }

@@ -25,6 +25,7 @@ pub mod memory;
 pub mod redis;
 pub mod seal;
 pub mod sessions;
+pub mod tickets;
 
 pub use durable::DurableStore;
 pub use memory::MemoryStore;

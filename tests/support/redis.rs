@@ -138,7 +138,8 @@ impl RedisServer {
     }
 
     /// Every key and everything it holds, as bytes: GET for strings,
-    /// HGETALL for hashes, SMEMBERS for sets, ZRANGE for sorted sets.
+    /// HGETALL for hashes, SMEMBERS for sets, ZRANGE for sorted sets,
+    /// XRANGE (as text) for streams.
     pub fn dump(&self) -> Vec<(String, Vec<Vec<u8>>)> {
         let mut c = self.connection();
         let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
@@ -156,6 +157,15 @@ impl RedisServer {
                         .arg("WITHSCORES")
                         .query(&mut c)
                         .unwrap(),
+                    "stream" => {
+                        let entries: redis::Value = redis::cmd("XRANGE")
+                            .arg(&key)
+                            .arg("-")
+                            .arg("+")
+                            .query(&mut c)
+                            .unwrap();
+                        vec![format!("{entries:?}").into_bytes()]
+                    }
                     other => panic!("unexpected Redis type {other} for {key}"),
                 };
                 (key, values)

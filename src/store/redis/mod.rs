@@ -1,7 +1,8 @@
 //! store::redis: the state several instances share (`--redis-url`):
 //! sessions (`sessions`), `Idempotency-Key` records (`idempotency`), the
 //! cluster's Discord rate limits and invalid-request count (`cluster`), and
-//! its Gateway leases and event streams (`events`), over one pool of
+//! its Gateway leases and event streams (`events`) and stream tickets
+//! (`tickets`), over one pool of
 //! blocking connections.
 //!
 //! Architecture invariants: Redis never sees a token or a session ID in
@@ -13,11 +14,13 @@ pub mod cluster;
 pub mod events;
 pub mod idempotency;
 pub mod sessions;
+pub mod tickets;
 
 pub use cluster::{RedisInvalidCount, RedisLimiter};
 pub use events::RedisRelay;
 pub use idempotency::RedisIdempotency;
 pub use sessions::RedisStore;
+pub use tickets::RedisTickets;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
