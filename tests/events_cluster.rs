@@ -257,3 +257,25 @@ fn a_ticket_made_on_one_instance_opens_a_stream_on_the_other_once() {
         "a ticket works once"
     );
 }
+
+#[test]
+fn every_instance_reports_the_holders_gateway_state() {
+    let Some(redis) = RedisServer::start_or_skip() else {
+        return;
+    };
+    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
+    let (a, b) = (instance(&fake, &redis), instance(&fake, &redis));
+    let session = a.session(TOKEN);
+    let mut on_a = open(&a, &session, None);
+    on_a.until("gateway.ready", Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let status = b.get("/api/gateway", &session).json();
+        if status["state"] == "ready" || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status["state"], "ready", "{status}");
+    assert_eq!(status["shards"][0]["state"], "ready", "{status}");
+}

@@ -358,8 +358,8 @@ impl Api {
     /// `idle` while no subscriber has started it.
     fn gateway_status(&self, bot: &Arc<Bot>) -> Result<Response, ApiError> {
         let events = self.events.bot(known_id(bot)?);
-        let mut status = match events.gateway_status() {
-            Some(status) => serde_json::to_value(status).expect("a status always serializes"),
+        let mut status = match self.events.gateway_status(&events) {
+            Some(status) => status,
             None => serde_json::json!({
                 "state": "idle", "intents": [], "shards": [], "sessionAgeSeconds": null,
                 "lastSequence": null, "heartbeatLatencyMs": null, "lastCloseCode": null,

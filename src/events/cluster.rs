@@ -111,6 +111,11 @@ pub trait Relay: Send + Sync {
     fn want(&self, bots: &[u64]) -> Result<(), String>;
     /// Whether any instance has a subscriber of the bot.
     fn wanted(&self, bot: u64) -> Result<bool, String>;
+    /// The holder's Gateway state (`GET /api/gateway`'s JSON), for the
+    /// other instances, if still the fence's; it lapses with the lease.
+    fn share_status(&self, bot: u64, fence: u64, status: &str) -> Result<(), String>;
+    /// The state the holder shared last, if any holder is alive.
+    fn status(&self, bot: u64) -> Result<Option<String>, String>;
     /// Asks the holder, wherever it is, to close the bot's Gateway for
     /// good (its last session logged out).
     fn mark_gone(&self, bot: u64);
@@ -296,6 +301,16 @@ impl Events {
             }
         };
         if renewed && !gone && !idle {
+            let status = events.gateway.lock().as_ref().map(|g| g.status());
+            if let Some(status) = status
+                && let Err(reason) = relay.share_status(
+                    bot_id,
+                    publisher.fence,
+                    &serde_json::to_string(&status).unwrap_or_default(),
+                )
+            {
+                log::warn!("cannot share the Gateway state of bot {bot_id}: {reason}");
+            }
             return;
         }
         // Nothing more is published from here on, whatever the Gateway

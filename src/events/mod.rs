@@ -119,6 +119,24 @@ impl Events {
         (events, subscriber)
     }
 
+    /// The bot's Gateway state as `GET /api/gateway` shows it: this
+    /// instance's connection, or in a cluster the holder's (shared each
+    /// tick); `None` when no instance runs it.
+    pub fn gateway_status(&self, events: &BotEvents) -> Option<serde_json::Value> {
+        if let Some(status) = events.gateway_status() {
+            return serde_json::to_value(status).ok();
+        }
+        let shared = self.relay.as_ref()?.status(events.bot_id);
+        let shared = shared.unwrap_or_else(|reason| {
+            log::warn!(
+                "cannot read the Gateway state of bot {}: {reason}",
+                events.bot_id
+            );
+            None
+        });
+        serde_json::from_str(&shared?).ok()
+    }
+
     /// Closes (resumably, with 4000) the Gateway connections of bots
     /// without a subscriber for `idle_close`. Called by the sweeper.
     pub fn sweep(&self) {

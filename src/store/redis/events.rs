@@ -11,6 +11,7 @@
 //! | `dbb:gw:<bot>:events` | stream | entries `0-<event ID>`: `k` type, `s` shard, `g`/`c` guild and channel, `m` marker, `t` received at, `d` data; trimmed to about `STREAM_LEN` | `KEEP` after the last event |
 //! | `dbb:gw:<bot>:sessions` | hash | per shard ID, its Gateway session (ID, resume URL, shard count), sealed to the bot; written with its READY marker | `KEEP` after the last READY |
 //! | `dbb:gw:<bot>:want` | zset | instances with a subscriber, scored by when that lapses (ms) | with its last member |
+//! | `dbb:gw:<bot>:status` | string | the holder's Gateway state, as `GET /api/gateway` shows it | with the lease |
 //! | `dbb:gw:<bot>:gone` | string | the bot's last session logged out | `LEASE_TTL` × 2 |
 //!
 //! Every write that only the holder may make is a script that checks the
@@ -75,6 +76,12 @@ redis.call('EXPIRE', KEYS[3], ARGV[14])
 return id
 ";
 
+const SHARE_STATUS: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
 /// How long a bot's stream, its positions and sessions outlive its last
 /// event. After that its IDs start again at 1: a client's older
 /// `Last-Event-ID` is then past the last one given, and told of a gap.
@@ -95,6 +102,7 @@ pub struct RedisRelay {
     renew: Script,
     release: Script,
     publish: Script,
+    share_status: Script,
 }
 
 fn key(bot: u64, what: &str) -> String {
@@ -112,6 +120,7 @@ impl RedisRelay {
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
             publish: Script::new(PUBLISH),
+            share_status: Script::new(SHARE_STATUS),
         }
     }
 
@@ -338,6 +347,23 @@ impl Relay for RedisRelay {
                 .query(c)
         })?;
         Ok(count > 0)
+    }
+
+    fn share_status(&self, bot: u64, fence: u64, status: &str) -> Result<(), String> {
+        let _: u8 = self.run(|c| {
+            self.share_status
+                .key(key(bot, "lease"))
+                .key(key(bot, "status"))
+                .arg(fence)
+                .arg(status)
+                .arg(LEASE_TTL.as_millis() as u64)
+                .invoke(c)
+        })?;
+        Ok(())
+    }
+
+    fn status(&self, bot: u64) -> Result<Option<String>, String> {
+        self.run(|c| redis::cmd("GET").arg(key(bot, "status")).query(c))
     }
 
     fn mark_gone(&self, bot: u64) {
