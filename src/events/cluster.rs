@@ -353,16 +353,19 @@ impl Events {
         let Some(relay) = &self.relay else {
             return;
         };
-        let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
+        let bots = self.bots.lock().clone();
         if bots.is_empty() {
             std::thread::sleep(READ_WAIT);
             return;
         }
-        let after: Vec<(u64, u64)> = bots.iter().map(|e| (e.bot_id, e.ring.last_id())).collect();
+        let after: Vec<(u64, u64)> = bots
+            .values()
+            .map(|e| (e.bot_id, e.ring.last_id()))
+            .collect();
         match relay.read(&after, READ_WAIT) {
             Ok(entries) => {
                 for (bot_id, entry) in entries {
-                    if let Some(events) = bots.iter().find(|e| e.bot_id == bot_id) {
+                    if let Some(events) = bots.get(&bot_id) {
                         events.push_entry(&entry);
                     }
                 }

@@ -89,14 +89,23 @@ impl Events {
 
     /// The bot's events, made on first use, continuing from its checkpoint.
     pub fn bot(&self, bot_id: u64) -> Arc<BotEvents> {
-        let mut bots = self.bots.lock();
-        Arc::clone(bots.entry(bot_id).or_insert_with(|| match &self.relay {
-            Some(relay) => BotEvents::shared(bot_id, &**relay),
-            None => {
+        let Some(relay) = &self.relay else {
+            // Under the lock: a checkpoint is taken once (it marks itself
+            // unclean), and it is a local read.
+            let mut bots = self.bots.lock();
+            return Arc::clone(bots.entry(bot_id).or_insert_with(|| {
                 let saved = self.checkpoints.take(bot_id);
                 Arc::new(BotEvents::new(bot_id, saved))
-            }
-        }))
+            }));
+        };
+        if let Some(events) = self.bots.lock().get(&bot_id) {
+            return Arc::clone(events);
+        }
+        // Outside the lock: reading what the stream keeps is a round trip
+        // to Redis no other bot should wait for. Two first uses may both
+        // read; the first into the map is kept.
+        let made = BotEvents::shared(bot_id, &**relay);
+        Arc::clone(self.bots.lock().entry(bot_id).or_insert(made))
     }
 
     /// A subscriber of the bot's events for as long as the guard lives; the
