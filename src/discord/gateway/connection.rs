@@ -64,6 +64,9 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 const TIMEOUT_SLACK: Duration = Duration::from_millis(20);
 /// A connection that stayed ready this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(60);
+/// The connecting thread's stack: a TLS handshake with certificate
+/// verification needs a few tens of KiB; only touched pages cost memory.
+const HANDSHAKE_STACK: usize = 256 * 1024;
 
 /// The session being kept: what Resume needs.
 struct Session {
@@ -310,7 +313,6 @@ impl Runner {
     fn connect(&mut self, shared: &Shared, url: &str) -> Result<Conn, String> {
         let config = &shared.config;
         let target = Target::parse(url)?;
-        let stream = tls::connect(&target, config.connect_timeout).map_err(|e| describe(&e))?;
         let query = if self.inflater.is_some() {
             "v=10&encoding=json&compress=zlib-stream"
         } else {
@@ -328,15 +330,35 @@ impl Runner {
             .write_buffer_size(0)
             .max_message_size(Some(config.max_message))
             .max_frame_size(Some(config.max_message));
-        let (ws, _response) = tungstenite::client::client_with_config(
-            request,
-            stream,
-            Some(ws_config),
-        )
-        .map_err(|e| match e {
-            tungstenite::HandshakeError::Interrupted(_) => "handshake timed out".to_string(),
-            tungstenite::HandshakeError::Failure(e) => format!("handshake failed: {}", kind(&e)),
-        })?;
+        let timeout = config.connect_timeout;
+        let handshake = move || {
+            let stream = tls::connect(&target, timeout).map_err(|e| describe(&e))?;
+            let (ws, _response) = tungstenite::client::client_with_config(
+                request,
+                stream,
+                Some(ws_config),
+            )
+            .map_err(|e| match e {
+                tungstenite::HandshakeError::Interrupted(_) => "handshake timed out".to_string(),
+                tungstenite::HandshakeError::Failure(e) => {
+                    format!("handshake failed: {}", kind(&e))
+                }
+            })?;
+            Ok::<_, String>(ws)
+        };
+        // The TLS handshake (certificate parsing and checks, key exchange)
+        // is the deepest this connection's work goes on a stack. On a
+        // short-lived thread of its own, glibc gives those pages back when
+        // it ends (all but 16 KiB below where it stopped); on this one they
+        // would stay resident for the connection's whole life, idle or not
+        // (benches/RESULTS.md, "Events").
+        let ws = std::thread::Builder::new()
+            .name("gw-connect".into())
+            .stack_size(HANDSHAKE_STACK)
+            .spawn(handshake)
+            .map_err(|e| format!("cannot start a connecting thread: {e}"))?
+            .join()
+            .map_err(|_| "the connecting thread panicked".to_string())??;
         if let Some(inflater) = &mut self.inflater {
             // The server starts a new zlib stream on each connection.
             inflater.reset();
