@@ -64,6 +64,12 @@ const CLOSE_LINGER: Duration = Duration::from_millis(500);
 const TIMEOUT_SLACK: Duration = Duration::from_millis(20);
 /// A connection that stayed ready this long resets the backoff.
 const STABLE: Duration = Duration::from_secs(60);
+/// After this long without a message, the zlib-stream inflater is parked:
+/// its 32 KiB window kept compressed, its tables freed (`inflate`). Long
+/// enough that a bot's bursts stay on a live inflater (a park and its
+/// undoing cost about 60 µs), short next to the 41 s between heartbeat
+/// ACKs, which are all an idle bot receives.
+const PARK_AFTER: Duration = Duration::from_secs(10);
 /// The connecting thread's stack: a TLS handshake with certificate
 /// verification needs a few tens of KiB; only touched pages cost memory.
 const HANDSHAKE_STACK: usize = 256 * 1024;
@@ -116,13 +122,16 @@ struct Conn {
     identify_wanted: bool,
     read_timeout: Duration,
     hello_deadline: Instant,
+    /// When the last message arrived (or the connection opened).
+    heard: Instant,
 }
 
 impl Runner {
-    /// `inflate_max`: with compression, the inflated-size cap. Called on
-    /// the launcher's thread, so the inflater's state (about 43 KiB, built
-    /// on the stack before it is boxed) never touches the shard thread's
-    /// stack pages, which would stay resident for the connection's life.
+    /// `inflate_max`: with compression, the inflated-size cap. The
+    /// inflater allocates nothing until the first message, and its
+    /// backend (zlib-rs) builds its state in place: an inflater made on the
+    /// shard's thread (on connecting, on unparking) touches little of its
+    /// stack, whose pages stay resident for the connection's life.
     pub(crate) fn new(
         handle: Arc<ShardHandle>,
         inbox: Receiver<Command>,
@@ -372,6 +381,7 @@ impl Runner {
             identify_wanted: false,
             read_timeout: config.connect_timeout,
             hello_deadline: now + config.hello_timeout,
+            heard: now,
         })
     }
 
@@ -442,6 +452,11 @@ impl Runner {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
+                    if conn.heard.elapsed() >= PARK_AFTER
+                        && let Some(inflater) = inflater.as_deref_mut()
+                    {
+                        inflater.park();
+                    }
                     continue;
                 }
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
@@ -457,11 +472,22 @@ impl Runner {
                     return self.lost(None);
                 }
             };
+            let quiet = conn.heard.elapsed() >= PARK_AFTER;
+            conn.heard = Instant::now();
             let next = match message {
                 Message::Text(text) => self.on_payload(shared, conn, text.as_bytes()),
                 Message::Binary(bytes) => match inflater.as_deref_mut() {
                     Some(inflater) => match inflater.push(&bytes) {
-                        Ok(Some(payload)) => self.on_payload(shared, conn, payload),
+                        Ok(Some(payload)) => {
+                            let next = self.on_payload(shared, conn, payload);
+                            if quiet {
+                                // A lone message after a quiet spell (a
+                                // heartbeat ACK, most often): park again
+                                // at once rather than for PARK_AFTER.
+                                inflater.park();
+                            }
+                            next
+                        }
                         Ok(None) => None,
                         Err(e) => {
                             log::warn!(
