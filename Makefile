@@ -16,6 +16,7 @@ help:
 	@echo "make bench-durable  logins with and without --data-dir, RSS of 10,000 restored sessions"
 	@echo "make bench-writes   message sends beside reads, RSS of 100,000 idempotency keys"
 	@echo "make bench-curve  the 50 ms scenario at 64/256/1024 connections, RSS at 1k/10k/100k sessions"
+	@echo "make bench-events  events (issue #13): Gateway-to-SSE latency, fan-out CPU per frame, RSS per Gateway connection and per stream"
 	@echo "make fuzz-api schemathesis against the API, driven by its own OpenAPI document (FUZZ_MAX_EXAMPLES=n)"
 
 build:
@@ -65,6 +66,7 @@ bench:
 	$(CARGO) build --release --workspace
 	cd benches/upstream && $(CARGO) build --release
 	python3 benches/bench.py
+	$(MAKE) bench-events
 	$(CARGO) bench --bench micro
 
 # How throughput and memory grow: the 50 ms scenario at 64, 256 and 1024
@@ -102,6 +104,21 @@ bench-writes:
 	$(CARGO) build --release --bin discord-bot-backend
 	cd benches/upstream && $(CARGO) build --release
 	python3 benches/bench.py writes
+
+# Events (issue #13, "Performance"), in one run: latency from the fake
+# Gateway's send (its packet, seen by tcpdump) to an SSE client's read, with
+# 1 stream and with 1,000 over 100 bots; service CPU per delivered frame at
+# 10,000 events/s; RSS per idle Gateway connection (TLS on loopback with a
+# throwaway CA from openssl, zlib-stream) and per idle stream. The client
+# is its own crate (benches/events), like the upstream.
+.PHONY: bench-events
+bench-events:
+	command -v tcpdump >/dev/null || (apt-get update -qq && apt-get install -y -qq tcpdump)
+	command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
+	$(CARGO) build --release --bin discord-bot-backend
+	$(CARGO) build --release -p fake-discord
+	cd benches/events && $(CARGO) build --release
+	python3 benches/bench.py events
 
 # Sessions, rate limiter, request front and query parsing in isolation, no
 # network (benches/micro.rs); the numbers are in benches/RESULTS.md.

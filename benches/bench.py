@@ -21,6 +21,14 @@ headers on every answer, and each bot read its own channel):
 (service CPU per send ÷ per read), and RSS of 100,000 idempotency keys.
 `bench.py durable` (make bench-durable): logins with and without --data-dir,
 RSS and start-up with 10,000 sessions restored from disk.
+`bench.py events` (make bench-events, issue #13): the service against the
+fake Discord's Gateway over TLS, with benches/events' client: latency from
+the fake's send (tcpdump) to an SSE read with 1 stream and with 1,000 over
+100 bots, CPU per delivered frame at 10,000 events/s, RSS per idle Gateway
+connection (1,000 bots) and per idle stream; writes
+benches/RESULTS.events.latest.md. BENCH_EVENTS_SERIAL_ONE / BENCH_EVENTS_SERIAL
+(events timed one at a time, default 500 / 1000), BENCH_EVENTS_RATE (10000),
+BENCH_EVENTS_SECONDS (10), BENCH_EVENTS_PLAIN=0 skips the plain ws:// memory run.
 `bench.py compare OLD NEW [ROUNDS]` (make bench-compare): scenario A for two
 builds of the service, alternated in one sitting (BENCH_COMPARE_REDIS=1: A-R,
 with a redis-server started for it).
@@ -30,6 +38,7 @@ BENCH_SERVICE_FLAGS (extra service flags, e.g. "--workers 512"), BENCH_REDIS=0
 to skip A-R (it is skipped, with a line saying so, without redis-server).
 """
 
+import bisect
 import concurrent.futures
 import http.client
 import json
@@ -37,6 +46,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -488,7 +498,386 @@ def compare(before, after, rounds):
           f"{ratio[before]:.3f} -> {ratio[after]:.3f}")
 
 
+# --- make bench-events (issue #13, "Performance") ---------------------------
+
+FAKE = os.path.join(ROOT, "target/release/fake-discord")
+EVENTS_CLIENT = os.path.join(ROOT, "benches/events/target/release/bench-events")
+GW_BOT_BASE = 500_000_000_000_000_000
+GW_GUILD_BASE = 600_000_000_000_000_000
+
+
+def gw_token(k):
+    return f"bench-gw-{k}"
+
+
+def make_certs(directory):
+    """A throwaway CA and its leaf for 127.0.0.1 (openssl from Debian): the
+    fake's Gateway serves the leaf, the service trusts the CA through
+    --gateway-ca-file. Returns (ca, cert, key) paths."""
+    ca, ca_key = os.path.join(directory, "ca.pem"), os.path.join(directory, "ca.key")
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    csr, ext = os.path.join(directory, "leaf.csr"), os.path.join(directory, "leaf.ext")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run = lambda argv: subprocess.run(argv, check=True, capture_output=True)
+    run(["openssl", "req", "-x509", *ec, "-days", "2", "-subj", "/CN=bench CA", "-keyout", ca_key, "-out", ca])
+    run(["openssl", "req", *ec, "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr])
+    run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-days", "2", "-extfile", ext, "-out", cert])
+    return ca, cert, key
+
+
+def gw_world(bots, directory):
+    """`bots` bots, each in a guild of its own with 25 members and one
+    channel, both privileged intents enabled: READY and a GUILD_CREATE each,
+    as a small real bot gets."""
+    world = {"bots": [{"token": gw_token(k), "id": str(GW_BOT_BASE + k), "username": f"Bench{k}",
+                       "guilds": [str(GW_GUILD_BASE + k)],
+                       "privileged_intents": ["GUILD_MEMBERS", "MESSAGE_CONTENT"]} for k in range(bots)],
+             "guilds": [{"id": str(GW_GUILD_BASE + k), "name": f"Guild {k}", "member_count": 25,
+                         "channels": [{"id": str(GW_GUILD_BASE + 500_000 + k), "name": "general"}]}
+                        for k in range(bots)]}
+    path = os.path.join(directory, f"world-{bots}.json")
+    with open(path, "w") as f:
+        json.dump(world, f)
+    return path
+
+
+def fake_discord(world, certs):
+    tls = ["--gateway-tls-cert", certs[1], "--gateway-tls-key", certs[2]] if certs else []
+    return Process([FAKE, "--port", "0", "--world", world, "--no-ratelimit", *tls])
+
+
+def fake_json(fake, method, path, body=None, token=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bot {token}"
+    status, data = request(fake.host, fake.port, method, path,
+                           json.dumps(body) if body is not None else None, headers)
+    if status != 200:
+        raise SystemExit(f"fake {method} {path}: {status} {data[:200]}")
+    return json.loads(data)
+
+
+def wait_gateways(fake, count, timeout=120):
+    """Until `count` Gateway sessions are connected at the fake (READY sent)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = fake_json(fake, "GET", "/_fake/gateway/stats")
+        connected = sum(1 for s in stats["sessions"] if s["connected"])
+        if connected >= count:
+            return connected
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {connected} of {count} Gateway sessions after {timeout} s")
+        time.sleep(0.5)
+
+
+def login_tokens(svc, tokens):
+    def login(token):
+        status, body = request(svc.host, svc.port, "POST", "/api/auth/login",
+                               json.dumps({"token": token}), {"Content-Type": "application/json"})
+        if status != 200:
+            raise SystemExit(f"login failed: {status} {body[:200]}")
+        return json.loads(body)["sessionId"]
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        return list(pool.map(login, tokens))
+
+
+def events_service(fake, certs, *flags):
+    return service(fake.url, "--log-level", "warn", *(["--gateway-ca-file", certs[0]] if certs else []), *flags)
+
+
+def streams_file(directory, sessions, bots, name):
+    path = os.path.join(directory, f"streams-{name}.txt")
+    with open(path, "w") as f:
+        f.write("".join(f"{s} {b}\n" for s, b in zip(sessions, bots)))
+    return path
+
+
+class EventsClient:
+    """benches/events' binary: SSE streams on one epoll loop."""
+
+    def __init__(self, phases, svc, fake, streams, *flags):
+        self.proc = subprocess.Popen(
+            [EVENTS_CLIENT, phases, "--service", f"{svc.host}:{svc.port}",
+             "--fake", f"{fake.host}:{fake.port}", "--streams", streams, *flags],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def line(self, prefix):
+        line = self.proc.stdout.readline()
+        if not line.startswith(prefix):
+            self.proc.kill()
+            raise SystemExit(f"bench-events said {line!r}, expected {prefix}…")
+        return line.strip()
+
+    def go(self):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+
+    def finish(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        if self.proc.returncode != 0:
+            raise SystemExit(f"bench-events exited {self.proc.returncode}")
+
+
+def thread_count(proc):
+    return proc.status_kib("Threads")
+
+
+def gateway_memory(workdir, certs, bots=1000):
+    """RSS per idle Gateway connection and per idle SSE stream: `bots`
+    bots logged in; one stream each starts every bot's Gateway; the
+    streams end, the Gateways stay (they close 15 minutes after their last
+    subscriber); then `bots` streams again."""
+    world = gw_world(bots, workdir)
+    fake = fake_discord(world, certs)
+    svc = None
+    try:
+        svc = events_service(fake, certs)
+        ids = [GW_BOT_BASE + k for k in range(bots)]
+        sessions = login_tokens(svc, [gw_token(k) for k in range(bots)])
+        streams = streams_file(workdir, sessions, ids, f"memory-{bots}")
+        time.sleep(1)
+        out = {"base": svc.status_kib("VmRSS"), "threads_base": thread_count(svc)}
+        started = time.monotonic()
+        client = EventsClient("hold", svc, fake, streams)
+        client.line("ready")
+        wait_gateways(fake, bots)
+        out["gateways_ready_s"] = time.monotonic() - started
+        time.sleep(3)
+        # Every inflater live: READY and GUILD_CREATE came in seconds ago.
+        out["with_streams"] = svc.status_kib("VmRSS")
+        out["threads_with_streams"] = thread_count(svc)
+        client.go()
+        client.line("closed")
+        client.finish()
+        # A stream's thread learns that its client left when a write
+        # fails: a tiny event per bot (a second write fails for sure).
+        for bot in ids:
+            fake_json(fake, "POST", "/_fake/gateway/dispatch", {"bot_id": str(bot), "t": "BENCH_NUDGE",
+                                                               "d": {}, "count": 2})
+        deadline = time.monotonic() + 30
+        while thread_count(svc) > out["threads_base"] + bots and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # Idle: nothing but heartbeat ACKs for longer than the 10 s after
+        # which a connection parks its inflater (gateway/connection.rs).
+        time.sleep(12)
+        out["gateways_only"] = svc.status_kib("VmRSS")
+        out["threads_gateways_only"] = thread_count(svc)
+        client = EventsClient("hold", svc, fake, streams)
+        client.line("ready")
+        time.sleep(2)
+        out["streams_again"] = svc.status_kib("VmRSS")
+        client.go()
+        client.line("closed")
+        client.finish()
+        out["peak"] = svc.status_kib("VmHWM")
+        out["gateway_kib"] = (out["gateways_only"] - out["base"]) / bots
+        out["stream_kib"] = (out["streams_again"] - out["gateways_only"]) / bots
+        # Live (not parked) Gateways, 3 s after READY, net of the streams'
+        # own cost measured the second time.
+        out["live_gateway_kib"] = (out["with_streams"] - out["base"]) / bots - out["stream_kib"]
+        return out
+    finally:
+        if svc:
+            svc.stop()
+        fake.stop()
+
+
+def read_pcap(path):
+    """Packet timestamps (ns since the epoch) of a pcap file, in order."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return []
+    magic = struct.unpack("<I", data[:4])[0]
+    endian, nano = {0xa1b2c3d4: ("<", False), 0xa1b23c4d: ("<", True),
+                    0xd4c3b2a1: (">", False), 0x4d3cb2a1: (">", True)}[magic]
+    stamps, at = [], 24
+    while at + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack(endian + "IIII", data[at:at + 16])
+        stamps.append(sec * 1_000_000_000 + (frac if nano else frac * 1000))
+        at += 16 + incl
+    return stamps
+
+
+def percentiles(values):
+    values = sorted(values)
+    if not values:
+        return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+    pick = lambda p: values[min(len(values) - 1, int(len(values) * p))]
+    return {"n": len(values), "p50": pick(0.50) / 1e6, "p99": pick(0.99) / 1e6, "max": values[-1] / 1e6}
+
+
+def match_latencies(raw, stamps):
+    """Each event's send at the fake is the first Gateway packet of event
+    size after its injection began and before its first read (events go
+    one at a time). Returns (service, inject→read, fake hand-off, unmatched)."""
+    injections, reads = {}, {}
+    for line in open(raw):
+        fields = line.split()
+        if fields[0] == "inject":
+            injections[int(fields[1])] = int(fields[3])
+        else:
+            reads.setdefault(int(fields[1]), []).append(int(fields[3]))
+    service, total, handoff, unmatched = [], [], [], 0
+    for seq, start in injections.items():
+        got = reads.get(seq)
+        if not got:
+            unmatched += 1
+            continue
+        first = min(got)
+        k = bisect.bisect_left(stamps, start)
+        if k == len(stamps) or stamps[k] > first:
+            unmatched += 1
+            continue
+        sent = stamps[k]
+        handoff.append(sent - start)
+        service += [r - sent for r in got]
+        total += [r - start for r in got]
+    return percentiles(service), percentiles(total), percentiles(handoff), unmatched
+
+
+class Tcpdump:
+    """Packets leaving the fake's Gateway port that are event-sized (a
+    heartbeat ACK is far smaller), headers only."""
+
+    def __init__(self, port, path):
+        self.path = path
+        self.proc = subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-n", "-U", "--immediate-mode", "-s", "128", "-B", "16384",
+             "--time-stamp-precision=nano", "-w", path, f"tcp src port {port} and greater 400"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()
+        if "listening" not in line:
+            self.proc.kill()
+            raise SystemExit(f"tcpdump: {line}")
+
+    def stop(self):
+        # Packets still in the kernel's ring when tcpdump is stopped are lost.
+        time.sleep(0.5)
+        self.proc.send_signal(2)
+        rest = self.proc.communicate(timeout=10)[1]
+        dropped = re.search(r"(\d+) packets dropped by kernel", rest)
+        return read_pcap(self.path), int(dropped.group(1)) if dropped else None
+
+
+def stream_run(workdir, certs, bots, per_bot, events, fanout=None):
+    """`bots` bots with `per_bot` streams each (a session per stream):
+    serial events for latency, then optionally the paced fan-out."""
+    world = gw_world(bots, workdir)
+    fake = fake_discord(world, certs)
+    svc = None
+    try:
+        svc = events_service(fake, certs)
+        tokens = [gw_token(b) for b in range(bots) for _ in range(per_bot)]
+        ids = [GW_BOT_BASE + b for b in range(bots) for _ in range(per_bot)]
+        sessions = login_tokens(svc, tokens)
+        streams = streams_file(workdir, sessions, ids, f"{bots}x{per_bot}")
+        url = fake_json(fake, "GET", "/api/v10/gateway/bot", token=gw_token(0))["url"]
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        raw = os.path.join(workdir, f"latency-{bots}x{per_bot}.txt")
+        phases = "latency,fanout" if fanout else "latency"
+        flags = ["--step", "--out", raw, "--events", str(events), "--pid", str(svc.proc.pid)]
+        if fanout:
+            flags += ["--rate", str(fanout["rate"]), "--seconds", str(fanout["seconds"]),
+                      "--burst", str(fanout["burst"])]
+        client = EventsClient(phases, svc, fake, streams, *flags)
+        client.line("ready")
+        wait_gateways(fake, bots)
+        time.sleep(1)
+        dump = Tcpdump(port, os.path.join(workdir, f"gw-{bots}x{per_bot}.pcap")) if shutil.which("tcpdump") else None
+        client.go()
+        out = {"latency_run": json.loads(client.line("{"))}
+        if dump:
+            stamps, out["dropped"] = dump.stop()
+            out["service"], out["total"], out["handoff"], out["unmatched"] = match_latencies(raw, stamps)
+        else:
+            out["service"] = None
+            _, out["total"], _, _ = match_latencies(raw, [])
+        if fanout:
+            client.line("done")
+            client.go()
+            out["fanout"] = json.loads(client.line("{"))
+        client.finish()
+        return out
+    finally:
+        if svc:
+            svc.stop()
+        fake.stop()
+
+
+def events():
+    """`make bench-events`: issue #13's Performance numbers in one run."""
+    for binary in (SERVICE, FAKE, EVENTS_CLIENT):
+        if not os.path.exists(binary):
+            raise SystemExit(f"missing {binary}: run `make bench-events`, which builds it")
+    workdir = tempfile.mkdtemp(prefix="dbb-bench-events-")
+    try:
+        certs = make_certs(workdir)
+        ticks = os.sysconf("SC_CLK_TCK")
+        one = stream_run(workdir, certs, 1, 1, int(os.environ.get("BENCH_EVENTS_SERIAL_ONE", "500")))
+        print("1 stream:", json.dumps(one), flush=True)
+        fan = {"rate": int(os.environ.get("BENCH_EVENTS_RATE", "10000")),
+               "seconds": float(os.environ.get("BENCH_EVENTS_SECONDS", "10")), "burst": 10}
+        many = stream_run(workdir, certs, 100, 10, int(os.environ.get("BENCH_EVENTS_SERIAL", "1000")), fan)
+        print("1000 streams:", json.dumps(many), flush=True)
+        memory = gateway_memory(workdir, certs)
+        print("memory (TLS):", json.dumps(memory), flush=True)
+        plain = gateway_memory(workdir, None) if os.environ.get("BENCH_EVENTS_PLAIN", "1") == "1" else None
+        if plain:
+            print("memory (plain ws://):", json.dumps(plain), flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def lat(run, key):
+        r = run[key]
+        return f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms" if r and r["n"] else "n/a"
+
+    f = many["fanout"]
+    cpu = f["cpu_ticks"] / ticks
+    idle_cpu = f["idle_ticks"] / ticks / f["idle_seconds"] * f["elapsed_seconds"]
+    per_frame = cpu / f["frames"] * 1e6 if f["frames"] else float("nan")
+    per_frame_net = (cpu - idle_cpu) / f["frames"] * 1e6 if f["frames"] else float("nan")
+    rows = [
+        ("latency, fake's send → SSE read, 1 stream", lat(one, "service"),
+         f"{one['service']['n'] if one['service'] else 0} events one at a time; send = the fake's packet in tcpdump; "
+         f"injection → read {lat(one, 'total')} (the fake's own hand-off {lat(one, 'handoff')})", ""),
+        ("latency, fake's send → SSE read, 1,000 streams over 100 bots", lat(many, "service"),
+         f"{many['latency_run']['events']} events one at a time, each read by its bot's 10 streams ({many['service']['n'] if many['service'] else 0} reads); "
+         f"injection → read {lat(many, 'total')}; unmatched {many.get('unmatched')}", "p99 ≤ 5 ms"),
+        ("fan-out: service CPU per delivered frame", f"{per_frame:.2f} µs",
+         f"{f['events'] / f['inject_seconds']:.0f} events/s for {f['inject_seconds']:.1f} s to 1,000 streams over 100 bots: "
+         f"{f['frames']} of {f['expected_frames']} frames read, {cpu:.2f} s CPU; {per_frame_net:.2f} µs net of idle "
+         f"({f['idle_ticks'] / ticks / f['idle_seconds'] * 1000:.0f} ms CPU per s idle); injection → read under load "
+         f"p50 {f['p50_ms']:.1f} ms, p99 {f['p99_ms']:.1f} ms (includes the fake's hand-off)", "≤ 2 µs"),
+        ("RSS per idle Gateway connection, TLS + zlib-stream, 1,000 bots", f"{memory['gateway_kib']:.1f} KiB",
+         f"RSS {memory['base'] / 1024:.1f} MiB logged in → {memory['gateways_only'] / 1024:.1f} MiB with 1,000 Gateways "
+         f"ready and idle over 12 s (inflaters parked; all ready in {memory['gateways_ready_s']:.1f} s); "
+         f"live, 3 s after READY: {memory['live_gateway_kib']:.1f} KiB", "≤ 64 KiB"),
+        *([("RSS per idle Gateway connection, plain ws:// + zlib-stream", f"{plain['gateway_kib']:.1f} KiB",
+            f"the same with the fake's Gateway without TLS; live {plain['live_gateway_kib']:.1f} KiB", "")] if plain else []),
+        ("RSS per idle SSE stream, 1,000 streams", f"{memory['stream_kib']:.1f} KiB",
+         f"{memory['gateways_only'] / 1024:.1f} → {memory['streams_again'] / 1024:.1f} MiB (one stream per bot, Gateways already up)",
+         "≤ 48 KiB"),
+    ]
+    table = ["| measure | result | detail | goal |", "|---|---|---|---|"]
+    table += [f"| {m} | {r} | {d} | {g} |" for m, r, d, g in rows]
+    text = "\n".join(table)
+    print(text)
+    cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    header = (f"`make bench-events`, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores ({cpu_model}); "
+              f"service release build, fake Discord's Gateway over TLS on loopback, zlib-stream.\n")
+    with open(os.path.join(ROOT, "benches/RESULTS.events.latest.md"), "w") as out:
+        out.write(header + "\n" + text + "\n")
+
+
 def main():
+    if sys.argv[1:] == ["events"]:
+        return events()
     if sys.argv[1:] == ["curve"]:
         return curve()
     if sys.argv[1:] == ["durable"]:
