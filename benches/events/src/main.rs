@@ -94,7 +94,9 @@ impl Args {
                 "hold" => Ok(Mode::Hold),
                 "latency" => Ok(Mode::Latency),
                 "fanout" => Ok(Mode::Fanout),
-                other => Err(format!("phases hold|latency|fanout expected, got {other:?}")),
+                other => Err(format!(
+                    "phases hold|latency|fanout expected, got {other:?}"
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut args = Args {
@@ -155,7 +157,12 @@ fn cpu_ticks(pid: u32) -> io::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     Ok(field(11) + field(12))
 }
 
@@ -304,7 +311,9 @@ fn latency(
         while !injector.is_finished() {
             reader.turn(Duration::from_millis(20))?;
         }
-        injector.join().map_err(|_| "the injector panicked".to_string())?
+        injector
+            .join()
+            .map_err(|_| "the injector panicked".to_string())?
     })?;
     let mut out = String::new();
     for (seq, bot, start, end) in &injections {
@@ -349,12 +358,21 @@ fn fanout(
     let started = Instant::now();
     let (events, requests, inject_secs) = std::thread::scope(|scope| {
         let injector = scope.spawn(|| {
-            paced(args.fake, bots, args.rate, args.seconds, args.burst, args.pad)
+            paced(
+                args.fake,
+                bots,
+                args.rate,
+                args.seconds,
+                args.burst,
+                args.pad,
+            )
         });
         while !injector.is_finished() {
             reader.turn(Duration::from_millis(20))?;
         }
-        injector.join().map_err(|_| "the injector panicked".to_string())?
+        injector
+            .join()
+            .map_err(|_| "the injector panicked".to_string())?
     })?;
     let expected = events_expected(per_bot, events, requests);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -533,7 +551,10 @@ fn stamp(frame: &[u8]) -> Option<(u64, u64)> {
     let dot = rest.iter().position(|b| *b == b'.')?;
     let end = rest.iter().position(|b| *b == b'"')?;
     let seq = std::str::from_utf8(&rest[..dot]).ok()?.parse().ok()?;
-    let sent = std::str::from_utf8(&rest[dot + 1..end]).ok()?.parse().ok()?;
+    let sent = std::str::from_utf8(&rest[dot + 1..end])
+        .ok()?
+        .parse()
+        .ok()?;
     Some((seq, sent))
 }
 
