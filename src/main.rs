@@ -182,7 +182,6 @@ fn run(config: &Config) -> Result<(), String> {
     discord_bot_backend::discord::gateway::tls::trust(config.gateway_ca_file.as_ref());
     let gateway = GatewayConfig {
         intents: config.gateway_intents.clone(),
-        read_buffer: 4 * 1024,
         ..GatewayConfig::default()
     };
     let gateway_discord = Arc::clone(&discord);

@@ -142,8 +142,10 @@ pub struct GatewayConfig {
     /// command or a stop. Defaults to 250 ms.
     pub poll: Duration,
     /// tungstenite's read buffer per connection (allocated and zeroed
-    /// eagerly). Defaults to 16 KiB: 128 KiB, tungstenite's default, was
-    /// 261 KiB RSS per idle connection against 146 KiB (GATEWAY-NOTES §4.5).
+    /// eagerly). Defaults to 4 KiB: 128 KiB, tungstenite's default, was
+    /// 261 KiB RSS per idle connection against 146 KiB (GATEWAY-NOTES §4.5),
+    /// and rustls hands tungstenite a TLS connection's plaintext 4 KiB at a
+    /// time anyway (benches/RESULTS.md, "Events").
     pub read_buffer: usize,
     /// Largest message, compressed and inflated. Defaults to 128 MiB (a
     /// big bot's READY and GUILD_CREATEs are tens of MiB).
@@ -167,7 +169,7 @@ impl Default for GatewayConfig {
             invalid_session_wait: (Duration::from_secs(1), Duration::from_secs(5)),
             identify_spacing: identify::SPACING,
             poll: Duration::from_millis(250),
-            read_buffer: 16 * 1024,
+            read_buffer: 4 * 1024,
             max_message: 128 * 1024 * 1024,
             rest_budget: Duration::from_secs(10),
             stop_wait: Duration::from_secs(3),
@@ -454,18 +456,28 @@ impl Drop for ThreadGuard {
     }
 }
 
-/// A shard thread's stack. Only touched pages cost memory; the deepest
-/// user is a TLS handshake.
+/// A launcher's stack (the handshake threads use the same size).
 const STACK: usize = 256 * 1024;
+
+/// A shard thread's stack: only touched pages cost memory. A size no
+/// short-lived thread uses, so a shard never gets an exited launcher's or
+/// handshake's cached stack with its pages already resident (4.6 KiB per
+/// idle connection, benches/RESULTS.md).
+const SHARD_STACK: usize = 1024 * 1024;
 
 impl Shared {
     /// Runs `f` on a new thread counted in `threads`.
-    fn spawn(self: &Arc<Self>, name: String, f: impl FnOnce(Arc<Shared>) + Send + 'static) {
+    fn spawn(
+        self: &Arc<Self>,
+        name: String,
+        stack: usize,
+        f: impl FnOnce(Arc<Shared>) + Send + 'static,
+    ) {
         *self.threads.lock() += 1;
         let guard = ThreadGuard(Arc::clone(self));
         let spawned = std::thread::Builder::new()
             .name(name)
-            .stack_size(STACK)
+            .stack_size(stack)
             .spawn(move || {
                 let shared = Arc::clone(&guard.0);
                 f(shared);
@@ -489,7 +501,7 @@ impl Shared {
     /// Starts a launcher: fetches what the shards need, then starts them.
     /// `previous` is the shard count a 4011 asked to grow.
     fn launch(self: &Arc<Self>, generation: u64, previous: Option<u16>) {
-        self.spawn("gw-launch".into(), move |shared| {
+        self.spawn("gw-launch".into(), STACK, move |shared| {
             shared.run_launcher(generation, previous)
         });
     }
@@ -643,7 +655,9 @@ impl Shared {
             handles.push(Arc::clone(&handle));
             let inflate_max = self.config.compress.then_some(self.config.max_message);
             let runner = Runner::new(handle, rx, session, inflate_max);
-            self.spawn(format!("gw-{id}"), move |shared| runner.run(shared));
+            self.spawn(format!("gw-{id}"), SHARD_STACK, move |shared| {
+                runner.run(shared)
+            });
         }
         inner.shards = handles;
     }
