@@ -18,3 +18,4 @@ pub mod events;
 pub mod http;
 pub mod observe;
 pub mod store;
+pub mod webhooks;

@@ -13,6 +13,10 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("events", &["api", "http", "store", "config"]),
     ("http", &["api", "store", "discord", "config"]),
     ("api", &["config"]),
+    (
+        "webhooks",
+        &["api", "http", "store", "events", "discord", "config"],
+    ),
 ];
 
 /// Every `crate::<module>` path in the `.rs` files under `dir`, with where.
