@@ -26,6 +26,39 @@ fn instance(fake: &Fake, redis: &RedisServer) -> Service {
     Service::start(fake, &all)
 }
 
+/// A Redis, the fake Discord, two instances and a session of the bot.
+struct Cluster {
+    redis: RedisServer,
+    fake: Fake,
+    a: Service,
+    b: Service,
+    session: String,
+}
+
+impl Cluster {
+    /// `None` (after one loud line) where redis-server is not installed.
+    fn start() -> Option<Cluster> {
+        let redis = RedisServer::start_or_skip()?;
+        let fake = Fake::start_with(&standard(), FAKE_FLAGS);
+        let (a, b) = (instance(&fake, &redis), instance(&fake, &redis));
+        let session = a.session(TOKEN);
+        Some(Cluster {
+            redis,
+            fake,
+            a,
+            b,
+            session,
+        })
+    }
+}
+
+/// A stream on `service` that has seen the Gateway ready.
+fn ready(service: &Service, session: &str) -> Stream {
+    let mut stream = open(service, session, None);
+    stream.until("gateway.ready", Duration::from_secs(10));
+    stream
+}
+
 fn open(service: &Service, session: &str, last: Option<&str>) -> Stream {
     let mut headers = vec![("Authorization", session)];
     if let Some(last) = last {
@@ -79,12 +112,16 @@ fn numbers(range: std::ops::Range<usize>) -> Vec<String> {
 
 #[test]
 fn two_instances_share_one_gateway_connection_and_their_streams_get_every_event_in_order() {
-    let Some(redis) = RedisServer::start_or_skip() else {
+    let Some(Cluster {
+        redis: _redis,
+        fake,
+        a,
+        b,
+        session,
+    }) = Cluster::start()
+    else {
         return;
     };
-    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
-    let (a, b) = (instance(&fake, &redis), instance(&fake, &redis));
-    let session = a.session(TOKEN);
     let mut on_a = open(&a, &session, None);
     let mut on_b = open(&b, &session, None);
     on_a.until("gateway.ready", Duration::from_secs(10));
@@ -102,14 +139,17 @@ fn two_instances_share_one_gateway_connection_and_their_streams_get_every_event_
 
 #[test]
 fn a_last_event_id_from_one_instance_resumes_on_the_other() {
-    let Some(redis) = RedisServer::start_or_skip() else {
+    let Some(Cluster {
+        redis: _redis,
+        fake,
+        a,
+        b,
+        session,
+    }) = Cluster::start()
+    else {
         return;
     };
-    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
-    let (a, b) = (instance(&fake, &redis), instance(&fake, &redis));
-    let session = a.session(TOKEN);
-    let mut on_a = open(&a, &session, None);
-    on_a.until("gateway.ready", Duration::from_secs(10));
+    let mut on_a = ready(&a, &session);
     dispatch_numbered(&fake, 0..3);
     let seen = messages(&mut on_a, 3, Duration::from_secs(5));
     drop(on_a);
@@ -127,14 +167,17 @@ fn a_last_event_id_from_one_instance_resumes_on_the_other() {
 
 #[test]
 fn kill_9_of_the_holder_the_other_resumes_and_its_streams_miss_nothing() {
-    let Some(redis) = RedisServer::start_or_skip() else {
+    let Some(Cluster {
+        redis: _redis,
+        fake,
+        mut a,
+        b,
+        session,
+    }) = Cluster::start()
+    else {
         return;
     };
-    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
-    let (mut a, b) = (instance(&fake, &redis), instance(&fake, &redis));
-    let session = a.session(TOKEN);
-    let mut on_a = open(&a, &session, None);
-    on_a.until("gateway.ready", Duration::from_secs(10));
+    let _on_a = ready(&a, &session);
     let mut on_b = open(&b, &session, None);
     dispatch_numbered(&fake, 0..5);
     messages(&mut on_b, 5, Duration::from_secs(5));
@@ -178,14 +221,17 @@ fn kill_9_of_the_holder_the_other_resumes_and_its_streams_miss_nothing() {
 
 #[test]
 fn a_graceful_stop_of_the_holder_hands_the_gateway_over_at_once() {
-    let Some(redis) = RedisServer::start_or_skip() else {
+    let Some(Cluster {
+        redis: _redis,
+        fake,
+        mut a,
+        b,
+        session,
+    }) = Cluster::start()
+    else {
         return;
     };
-    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
-    let (mut a, b) = (instance(&fake, &redis), instance(&fake, &redis));
-    let session = a.session(TOKEN);
-    let mut on_a = open(&a, &session, None);
-    on_a.until("gateway.ready", Duration::from_secs(10));
+    let _on_a = ready(&a, &session);
     let mut on_b = open(&b, &session, None);
     a.signal("TERM");
     a.wait_exit(Duration::from_secs(15));
@@ -202,14 +248,17 @@ fn a_graceful_stop_of_the_holder_hands_the_gateway_over_at_once() {
 
 #[test]
 fn the_last_sessions_logout_on_another_instance_closes_the_gateway_with_1000() {
-    let Some(redis) = RedisServer::start_or_skip() else {
+    let Some(Cluster {
+        redis: _redis,
+        fake,
+        a,
+        b,
+        session,
+    }) = Cluster::start()
+    else {
         return;
     };
-    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
-    let (a, b) = (instance(&fake, &redis), instance(&fake, &redis));
-    let session = a.session(TOKEN);
-    let mut on_a = open(&a, &session, None);
-    on_a.until("gateway.ready", Duration::from_secs(10));
+    let _on_a = ready(&a, &session);
     assert_eq!(b.logout(&session).status, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     let closes = loop {
@@ -228,12 +277,16 @@ fn the_last_sessions_logout_on_another_instance_closes_the_gateway_with_1000() {
 
 #[test]
 fn a_ticket_made_on_one_instance_opens_a_stream_on_the_other_once() {
-    let Some(redis) = RedisServer::start_or_skip() else {
+    let Some(Cluster {
+        redis,
+        fake: _fake,
+        a,
+        b,
+        session,
+    }) = Cluster::start()
+    else {
         return;
     };
-    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
-    let (a, b) = (instance(&fake, &redis), instance(&fake, &redis));
-    let session = a.session(TOKEN);
     let reply = a.request(
         "POST",
         "/api/events/tickets",
@@ -260,14 +313,17 @@ fn a_ticket_made_on_one_instance_opens_a_stream_on_the_other_once() {
 
 #[test]
 fn every_instance_reports_the_holders_gateway_state() {
-    let Some(redis) = RedisServer::start_or_skip() else {
+    let Some(Cluster {
+        redis: _redis,
+        fake: _fake,
+        a,
+        b,
+        session,
+    }) = Cluster::start()
+    else {
         return;
     };
-    let fake = Fake::start_with(&standard(), FAKE_FLAGS);
-    let (a, b) = (instance(&fake, &redis), instance(&fake, &redis));
-    let session = a.session(TOKEN);
-    let mut on_a = open(&a, &session, None);
-    on_a.until("gateway.ready", Duration::from_secs(10));
+    let _on_a = ready(&a, &session);
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         let status = b.get("/api/gateway", &session).json();
