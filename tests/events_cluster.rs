@@ -112,52 +112,52 @@ fn numbers(range: std::ops::Range<usize>) -> Vec<String> {
 
 #[test]
 fn two_instances_share_one_gateway_connection_and_their_streams_get_every_event_in_order() {
-    let Some(Cluster {
-        redis: _redis,
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let Cluster {
         fake,
         a,
         b,
         session,
-    }) = Cluster::start()
-    else {
-        return;
-    };
-    let mut on_a = open(&a, &session, None);
-    let mut on_b = open(&b, &session, None);
+        ..
+    } = &cluster;
+    let mut on_a = open(a, session, None);
+    let mut on_b = open(b, session, None);
     on_a.until("gateway.ready", Duration::from_secs(10));
-    dispatch_numbered(&fake, 0..20);
+    dispatch_numbered(fake, 0..20);
     let (seen_a, seen_b) = (
         messages(&mut on_a, 20, Duration::from_secs(5)),
         messages(&mut on_b, 20, Duration::from_secs(5)),
     );
     assert_eq!(contents(&seen_a), numbers(0..20));
     assert_eq!(ids(&seen_a), ids(&seen_b), "the same IDs on every instance");
-    let stats = bot_stats(&fake);
+    let stats = bot_stats(fake);
     assert_eq!(stats["connections_open"], 1, "{stats}");
     assert_eq!(stats["identifies"], 1, "{stats}");
 }
 
 #[test]
 fn a_last_event_id_from_one_instance_resumes_on_the_other() {
-    let Some(Cluster {
-        redis: _redis,
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let Cluster {
         fake,
         a,
         b,
         session,
-    }) = Cluster::start()
-    else {
-        return;
-    };
-    let mut on_a = ready(&a, &session);
-    dispatch_numbered(&fake, 0..3);
+        ..
+    } = &cluster;
+    let mut on_a = ready(a, session);
+    dispatch_numbered(fake, 0..3);
     let seen = messages(&mut on_a, 3, Duration::from_secs(5));
     drop(on_a);
-    dispatch_numbered(&fake, 3..6);
+    dispatch_numbered(fake, 3..6);
     // Let them reach the stream while no client reads.
     std::thread::sleep(Duration::from_millis(500));
     let last = seen[0].id.clone().unwrap();
-    let mut on_b = open(&b, &session, Some(&last));
+    let mut on_b = open(b, session, Some(&last));
     let first = on_b.next(Duration::from_secs(5)).expect("a frame");
     assert_ne!(first.event.as_deref(), Some("stream.gap"), "{first:?}");
     let mut rest = vec![first];
@@ -167,19 +167,19 @@ fn a_last_event_id_from_one_instance_resumes_on_the_other() {
 
 #[test]
 fn kill_9_of_the_holder_the_other_resumes_and_its_streams_miss_nothing() {
-    let Some(Cluster {
-        redis: _redis,
-        fake,
-        mut a,
-        b,
-        session,
-    }) = Cluster::start()
-    else {
+    let Some(mut cluster) = Cluster::start() else {
         return;
     };
-    let _on_a = ready(&a, &session);
-    let mut on_b = open(&b, &session, None);
-    dispatch_numbered(&fake, 0..5);
+    let Cluster {
+        fake,
+        a,
+        b,
+        session,
+        ..
+    } = &mut cluster;
+    let _on_a = ready(a, session);
+    let mut on_b = open(b, session, None);
+    dispatch_numbered(fake, 0..5);
     messages(&mut on_b, 5, Duration::from_secs(5));
     assert!(
         a.wait_for_log("this instance holds the Gateway"),
@@ -187,7 +187,7 @@ fn kill_9_of_the_holder_the_other_resumes_and_its_streams_miss_nothing() {
     );
     a.signal("KILL");
     a.wait_exit(Duration::from_secs(5));
-    dispatch_numbered(&fake, 5..10);
+    dispatch_numbered(fake, 5..10);
     let started = Instant::now();
     let mut after = Vec::new();
     while after.len() < 5 && started.elapsed() < Duration::from_secs(30) {
@@ -214,25 +214,25 @@ fn kill_9_of_the_holder_the_other_resumes_and_its_streams_miss_nothing() {
         "nothing lost, nothing twice"
     );
     assert!(b.wait_for_log("this instance holds the Gateway"));
-    let stats = bot_stats(&fake);
+    let stats = bot_stats(fake);
     assert_eq!(stats["identifies"], 1, "resumed, not identified: {stats}");
     assert_eq!(stats["connections_open"], 1, "{stats}");
 }
 
 #[test]
 fn a_graceful_stop_of_the_holder_hands_the_gateway_over_at_once() {
-    let Some(Cluster {
-        redis: _redis,
-        fake,
-        mut a,
-        b,
-        session,
-    }) = Cluster::start()
-    else {
+    let Some(mut cluster) = Cluster::start() else {
         return;
     };
-    let _on_a = ready(&a, &session);
-    let mut on_b = open(&b, &session, None);
+    let Cluster {
+        fake,
+        a,
+        b,
+        session,
+        ..
+    } = &mut cluster;
+    let _on_a = ready(a, session);
+    let mut on_b = open(b, session, None);
     a.signal("TERM");
     a.wait_exit(Duration::from_secs(15));
     let started = Instant::now();
@@ -242,27 +242,27 @@ fn a_graceful_stop_of_the_holder_hands_the_gateway_over_at_once() {
         "not left to the lease's expiry: {:?}",
         started.elapsed()
     );
-    let stats = bot_stats(&fake);
+    let stats = bot_stats(fake);
     assert_eq!(stats["identifies"], 1, "{stats}");
 }
 
 #[test]
 fn the_last_sessions_logout_on_another_instance_closes_the_gateway_with_1000() {
-    let Some(Cluster {
-        redis: _redis,
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let Cluster {
         fake,
         a,
         b,
         session,
-    }) = Cluster::start()
-    else {
-        return;
-    };
-    let _on_a = ready(&a, &session);
-    assert_eq!(b.logout(&session).status, 200);
+        ..
+    } = &cluster;
+    let _on_a = ready(a, session);
+    assert_eq!(b.logout(session).status, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     let closes = loop {
-        let closes = bot_stats(&fake)["close_codes_received"].clone();
+        let closes = bot_stats(fake)["close_codes_received"].clone();
         if closes.as_array().is_some_and(|c| !c.is_empty()) || Instant::now() > deadline {
             break closes;
         }
@@ -277,35 +277,29 @@ fn the_last_sessions_logout_on_another_instance_closes_the_gateway_with_1000() {
 
 #[test]
 fn a_ticket_made_on_one_instance_opens_a_stream_on_the_other_once() {
-    let Some(Cluster {
-        redis,
-        fake: _fake,
-        a,
-        b,
-        session,
-    }) = Cluster::start()
-    else {
+    let Some(cluster) = Cluster::start() else {
         return;
     };
+    let Cluster { a, b, session, .. } = &cluster;
     let reply = a.request(
         "POST",
         "/api/events/tickets",
-        &[("Authorization", &session)],
+        &[("Authorization", session)],
         None,
     );
     assert_eq!(reply.status, 201, "{reply:?}");
     let ticket = reply.json()["ticket"].as_str().unwrap().to_string();
-    let dump = format!("{:?}", redis.dump());
+    let dump = format!("{:?}", cluster.redis.dump());
     assert!(
-        !dump.contains(&ticket) && !dump.contains(&session),
+        !dump.contains(&ticket) && !dump.contains(session.as_str()),
         "neither in clear"
     );
     let query = format!("?ticket={ticket}");
-    let mut on_b = Stream::open(&b, &query, &[]);
+    let mut on_b = Stream::open(b, &query, &[]);
     assert_eq!(on_b.status, 200);
     on_b.until("gateway.ready", Duration::from_secs(10));
     assert_eq!(
-        Stream::open(&a, &query, &[]).status,
+        Stream::open(a, &query, &[]).status,
         401,
         "a ticket works once"
     );
@@ -313,20 +307,14 @@ fn a_ticket_made_on_one_instance_opens_a_stream_on_the_other_once() {
 
 #[test]
 fn every_instance_reports_the_holders_gateway_state() {
-    let Some(Cluster {
-        redis: _redis,
-        fake: _fake,
-        a,
-        b,
-        session,
-    }) = Cluster::start()
-    else {
+    let Some(cluster) = Cluster::start() else {
         return;
     };
-    let _on_a = ready(&a, &session);
+    let Cluster { a, b, session, .. } = &cluster;
+    let _on_a = ready(a, session);
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
-        let status = b.get("/api/gateway", &session).json();
+        let status = b.get("/api/gateway", session).json();
         if status["state"] == "ready" || Instant::now() > deadline {
             break status;
         }
