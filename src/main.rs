@@ -98,10 +98,10 @@ fn run(config: &Config) -> Result<(), String> {
         Some(url) => Some(Arc::new(RedisPool::new(url, config.redis_timeout())?)),
         None => None,
     };
-    // Idempotency records live where sessions do: shared in Redis, on disk
-    // with --data-dir, else in this process only.
     // Where each bot's last event ID and Gateway sessions survive a restart.
     let mut checkpoints: Arc<dyn Checkpoints> = Arc::new(NoCheckpoints);
+    // Idempotency records live where sessions do: shared in Redis, on disk
+    // with --data-dir, else in this process only.
     let (store, idempotency, nonce_secret): Stores = match (&redis, &config.session_key) {
         (Some(pool), Some(key)) => {
             log::info!("sessions are in Redis, shared with every instance that uses it");

@@ -38,7 +38,7 @@ impl Saved {
     /// The ID the bot's next event gets.
     pub fn next_id(&self) -> u64 {
         if self.clean {
-            self.last_id + 1
+            self.last_id.saturating_add(1)
         } else {
             self.last_id.saturating_add(CRASH_SKIP) + 1
         }
@@ -48,8 +48,9 @@ impl Saved {
 /// Where checkpoints are kept. Failures are logged by the implementation:
 /// a lost checkpoint costs a session start, never an event.
 pub trait Checkpoints: Send + Sync {
-    /// The bot's checkpoint, marked unclean in the store at once: from now
-    /// on IDs past it may be given, and a crash must skip them.
+    /// The bot's checkpoint; the store's copy becomes unclean at once, at
+    /// the ID this run starts from: a crash before the next checkpoint
+    /// must skip past what this run may give.
     fn take(&self, bot_id: u64) -> Option<Saved>;
     /// Replaces the bot's checkpoint.
     fn save(&self, bot_id: u64, saved: &Saved);

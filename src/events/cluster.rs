@@ -131,11 +131,23 @@ pub(super) struct Publisher {
     pub(super) fence: u64,
     /// Set by a failed or fenced publish: nothing more is published.
     pub(super) poisoned: AtomicBool,
+    /// When the lease was last renewed (or taken): past `LEASE_TTL` minus
+    /// `SAFETY` without a renewal, another instance may hold it already.
+    pub(super) renewed_at: parking_lot::Mutex<Instant>,
 }
+
+/// How long before the lease could lapse in Redis the holder gives up on
+/// its own, whatever Redis says (or does not say) in time.
+const SAFETY: Duration = Duration::from_secs(3);
 
 impl Publisher {
     pub(super) fn poisoned(&self) -> bool {
-        self.poisoned.load(Ordering::SeqCst)
+        self.poisoned.load(Ordering::SeqCst) || self.overdue()
+    }
+
+    /// The lease has gone too long without a renewal to count on it.
+    fn overdue(&self) -> bool {
+        self.renewed_at.lock().elapsed() >= LEASE_TTL - SAFETY
     }
 
     /// After its Gateway stopped resumably: gives the lease up, so the next
@@ -250,6 +262,7 @@ impl Events {
             relay: Arc::clone(relay),
             fence,
             poisoned: AtomicBool::new(false),
+            renewed_at: parking_lot::Mutex::new(Instant::now()),
         });
         let gateway = (self.starter)(bot, Arc::clone(&sink) as _, resume);
         *events.gateway.lock() = Some(gateway);
@@ -266,6 +279,15 @@ impl Events {
             return;
         }
         let bots: Vec<Arc<BotEvents>> = self.bots.lock().values().cloned().collect();
+        // Before any Redis call (each may take `--redis-timeout`): a lease
+        // that may have lapsed stops its Gateway now, not after the others'
+        // turns.
+        for events in &bots {
+            let overdue = events.publisher.lock().clone().filter(|p| p.overdue());
+            if let Some(publisher) = overdue {
+                self.keep(relay, events, &publisher);
+            }
+        }
         let wanted: Vec<u64> = bots
             .iter()
             .filter(|e| e.subscribers() > 0)
@@ -289,6 +311,9 @@ impl Events {
     fn keep(&self, relay: &Arc<dyn Relay>, events: &Arc<BotEvents>, publisher: &Arc<Publisher>) {
         let bot_id = events.bot_id;
         let renewed = !publisher.poisoned() && relay.renew(bot_id, publisher.fence) == Ok(true);
+        if renewed {
+            *publisher.renewed_at.lock() = Instant::now();
+        }
         let gone = renewed && relay.take_gone(bot_id);
         let idle = renewed && !gone && {
             let wanted = relay.wanted(bot_id).unwrap_or(true);
@@ -316,8 +341,13 @@ impl Events {
         // Nothing more is published from here on, whatever the Gateway
         // still receives.
         publisher.poisoned.store(true, Ordering::SeqCst);
-        events.publisher.lock().take();
-        let Some(gateway) = events.gateway.lock().take() else {
+        // Both under the publisher's lock, so a claim in between cannot
+        // install a Gateway this then stops.
+        let mut held = events.publisher.lock();
+        held.take();
+        let gateway = events.gateway.lock().take();
+        drop(held);
+        let Some(gateway) = gateway else {
             return;
         };
         let publisher = Arc::clone(publisher);
@@ -326,7 +356,12 @@ impl Events {
                 "bot {bot_id}: the Gateway lease could not be kept; its connection closes \
                  (resumable) for the instance that takes over"
             );
-            close_in_background(bot_id, move || drop(gateway.stop(false)));
+            // Given up too, when it is still ours (a failed publish), so
+            // the next holder need not wait for it to run out.
+            close_in_background(bot_id, move || {
+                gateway.stop(false);
+                publisher.relay.release(bot_id, publisher.fence);
+            });
         } else if gone {
             log::info!("Gateway of bot {bot_id} closed: the bot has no session left");
             close_in_background(bot_id, move || {

@@ -91,7 +91,7 @@ impl Events {
     pub fn bot(&self, bot_id: u64) -> Arc<BotEvents> {
         let Some(relay) = &self.relay else {
             // Under the lock: a checkpoint is taken once (it marks itself
-            // unclean), and it is a local read.
+            // unclean); one local SQLite read and write, once per bot.
             let mut bots = self.bots.lock();
             return Arc::clone(bots.entry(bot_id).or_insert_with(|| {
                 let saved = self.checkpoints.take(bot_id);
@@ -160,8 +160,10 @@ impl Events {
                 .lock()
                 .is_some_and(|since| since.elapsed() >= self.idle_close);
             if idle && events.subscribers() == 0 {
-                let gateway = events.gateway.lock().take();
-                if let Some(gateway) = gateway {
+                // The lock is held through the stop, so a subscriber that
+                // comes meanwhile waits and resumes what it leaves.
+                let mut gateway = events.gateway.lock();
+                if let Some(stopping) = gateway.take() {
                     log::info!(
                         "Gateway of bot {} closed: no subscriber for {} s",
                         events.bot_id,
@@ -169,8 +171,9 @@ impl Events {
                     );
                     // Kept for the next subscriber (and the checkpoint):
                     // resuming is free while Discord still allows it.
-                    *events.resume.lock() = gateway.stop(false);
+                    *events.resume.lock() = stopping.stop(false);
                 }
+                drop(gateway);
                 *events.idle_since.lock() = None;
             }
         }

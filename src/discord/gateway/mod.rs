@@ -62,8 +62,10 @@ use connection::{Command, Runner};
 use identify::IdentifyQueue;
 
 /// Where dispatches and connection markers go. Called on the shard's
-/// thread, in Discord's order: it must return quickly (hand the event to a
-/// ring or a channel), or heartbeats wait behind it.
+/// thread, in Discord's order: it should return quickly (hand the event to
+/// a ring), or heartbeats wait behind it. A cluster's sink makes one Redis
+/// call per event, bounded by `--redis-timeout`: the price of publishing in
+/// order before the next event is read.
 pub trait EventSink: Send + Sync {
     /// One dispatch: `data` is Discord's `d`, unchanged bytes.
     fn dispatch(&self, event: &Dispatch<'_>);

@@ -363,17 +363,6 @@ impl Database {
             .map_err(unwritable)
     }
 
-    /// Marks the bot's checkpoint unclean (its IDs are being given again).
-    pub fn dirty_checkpoint(&mut self, bot: u64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE gateway SET clean = 0 WHERE bot = ?1",
-                params![bot as i64],
-            )
-            .map(drop)
-            .map_err(unwritable)
-    }
-
     /// A bot whose token Discord rejected: it and its sessions go.
     pub fn delete_bot(&mut self, bot: &Digest) -> Result<(), StoreError> {
         self.conn

@@ -232,8 +232,16 @@ impl Checkpoints for DurableStore {
     fn take(&self, bot_id: u64) -> Option<Saved> {
         let stored = self.write(|db| {
             let stored = db.checkpoint(bot_id)?;
-            if stored.as_ref().is_some_and(|(_, clean, _)| *clean) {
-                db.dirty_checkpoint(bot_id)?;
+            if let Some((last_id, clean, sealed)) = &stored {
+                // From now on IDs up to where this run starts may be given:
+                // a crash before the next checkpoint must skip past them
+                // too, so the row says so at once.
+                let taken = Saved {
+                    last_id: *last_id,
+                    clean: *clean,
+                    resume: Vec::new(),
+                };
+                db.put_checkpoint(bot_id, taken.next_id() - 1, false, sealed)?;
             }
             Ok(stored)
         });

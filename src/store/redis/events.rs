@@ -9,7 +9,7 @@
 //! | `dbb:gw:<bot>:fence` | string | the last fencing number given | `KEEP` after the last |
 //! | `dbb:gw:<bot>:pos` | hash | `last`: the last event ID; `p:<shard>`: the last sequence published | `KEEP` after the last event |
 //! | `dbb:gw:<bot>:events` | stream | entries `0-<event ID>`: `k` type, `s` shard, `g`/`c` guild and channel, `m` marker, `t` received at, `d` data; trimmed to about `STREAM_LEN` | `KEEP` after the last event |
-//! | `dbb:gw:<bot>:sessions` | hash | per shard ID, its Gateway session (ID, resume URL, shard count), sealed to the bot; written with its READY marker | `KEEP` after the last READY |
+//! | `dbb:gw:<bot>:sessions` | hash | per shard ID, its Gateway session (ID, resume URL, shard count), sealed to the bot; written with its READY marker | `KEEP` after the last event |
 //! | `dbb:gw:<bot>:want` | zset | instances with a subscriber, scored by when that lapses (ms) | with its last member |
 //! | `dbb:gw:<bot>:status` | string | the holder's Gateway state, as `GET /api/gateway` shows it | with the lease |
 //! | `dbb:gw:<bot>:gone` | string | the bot's last session logged out | `LEASE_TTL` × 2 |
@@ -32,6 +32,7 @@ use crate::store::seal::SessionKey;
 
 const ACQUIRE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[3])
 local fence = redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[1], fence, 'PX', ARGV[1])
@@ -73,6 +74,7 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '0-' .. id,
   't', ARGV[11], 'd', ARGV[12])
 redis.call('EXPIRE', KEYS[2], ARGV[14])
 redis.call('EXPIRE', KEYS[3], ARGV[14])
+redis.call('EXPIRE', KEYS[4], ARGV[14])
 return id
 ";
 
@@ -143,6 +145,7 @@ impl Relay for RedisRelay {
             self.acquire
                 .key(key(bot, "lease"))
                 .key(key(bot, "fence"))
+                .key(key(bot, "gone"))
                 .arg(LEASE_TTL.as_millis() as u64)
                 .arg(KEEP.as_secs())
                 .invoke(c)
