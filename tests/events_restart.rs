@@ -61,20 +61,33 @@ fn streaming(fake: &Fake, dir: &DataDir) -> (Service, String, String) {
     (service, session, seen.id.unwrap())
 }
 
+/// Stops `service` with `signal`, dispatches "while down", starts it again
+/// on the same directory and reconnects a stream with `Last-Event-ID`.
+fn restart(
+    fake: &Fake,
+    dir: &DataDir,
+    service: Service,
+    signal: &str,
+    session: &str,
+    last: &str,
+) -> (Service, Stream) {
+    stop(service, signal);
+    fake.gateway_dispatch(BOT_ID, "MESSAGE_CREATE", json!({"content": "while down"}));
+    let service = Service::start(fake, &dir.flags());
+    let stream = Stream::open(
+        &service,
+        "",
+        &[("Authorization", session), ("Last-Event-ID", last)],
+    );
+    (service, stream)
+}
+
 #[test]
 fn after_a_graceful_restart_the_gateway_resumes_and_ids_continue_with_nothing_missed() {
     let fake = Fake::start_with(&standard(), FAKE_FLAGS);
     let dir = DataDir::new("graceful");
     let (service, session, last) = streaming(&fake, &dir);
-    stop(service, "TERM");
-    fake.gateway_dispatch(BOT_ID, "MESSAGE_CREATE", json!({"content": "while down"}));
-
-    let service = Service::start(&fake, &dir.flags());
-    let mut stream = Stream::open(
-        &service,
-        "",
-        &[("Authorization", &session), ("Last-Event-ID", &last)],
-    );
+    let (_service, mut stream) = restart(&fake, &dir, service, "TERM", &session, &last);
     let mut frames = Vec::new();
     while frames.len() < 2 {
         let frame = stream.next(Duration::from_secs(10)).expect("a frame");
@@ -114,15 +127,7 @@ fn after_a_crash_the_gateway_resumes_and_a_stream_is_told_of_a_gap_with_ids_neve
     let (service, session, last) = streaming(&fake, &dir);
     // A checkpoint a second old at most holds the session.
     std::thread::sleep(Duration::from_millis(1500));
-    stop(service, "KILL");
-    fake.gateway_dispatch(BOT_ID, "MESSAGE_CREATE", json!({"content": "while down"}));
-
-    let service = Service::start(&fake, &dir.flags());
-    let mut stream = Stream::open(
-        &service,
-        "",
-        &[("Authorization", &session), ("Last-Event-ID", &last)],
-    );
+    let (_service, mut stream) = restart(&fake, &dir, service, "KILL", &session, &last);
     let first = stream.next(Duration::from_secs(10)).expect("a frame");
     assert_eq!(first.event.as_deref(), Some("stream.gap"), "{first:?}");
     let missed = stream.until("MESSAGE_CREATE", Duration::from_secs(10));

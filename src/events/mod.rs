@@ -360,17 +360,24 @@ impl BotEvents {
             entry.channel_id,
             entry.marker,
             |id| {
-                let envelope = envelope(
+                self.render(
                     id,
                     &entry.kind,
-                    &self.bot_text,
                     entry.shard,
                     &entry.received_at,
                     &entry.data,
-                );
-                frame(id, &entry.kind, &envelope)
+                )
             },
         );
+    }
+
+    /// An event's SSE frame: its envelope, with `data` spliced in as is.
+    fn render(&self, id: u64, kind: &str, shard: [u16; 2], received: &str, data: &str) -> Vec<u8> {
+        frame(
+            id,
+            kind,
+            &envelope(id, kind, &self.bot_text, shard, received, data),
+        )
     }
 
     /// Saves the checkpoint when it differs from the last one saved.
@@ -404,11 +411,7 @@ impl BotEvents {
     ) -> u64 {
         let received = now_rfc3339();
         self.ring.push(kind, guild_id, channel_id, false, |id| {
-            frame(
-                id,
-                kind,
-                &envelope(id, kind, &self.bot_text, shard, &received, data),
-            )
+            self.render(id, kind, shard, &received, data)
         })
     }
 
@@ -417,26 +420,14 @@ impl BotEvents {
     pub fn marker(&self, kind: &str, shard: [u16; 2], data: &serde_json::Value) -> u64 {
         let (data, received) = (data.to_string(), now_rfc3339());
         self.ring.push(kind, None, None, true, |id| {
-            frame(
-                id,
-                kind,
-                &envelope(id, kind, &self.bot_text, shard, &received, &data),
-            )
+            self.render(id, kind, shard, &received, &data)
         })
     }
 
     /// A marker for one stream only (`stream.gap`, `stream.overflow`): not
     /// kept, with the ID the stream continues from.
     pub fn stream_marker(&self, id: u64, kind: &str, data: &serde_json::Value) -> Vec<u8> {
-        let envelope = envelope(
-            id,
-            kind,
-            &self.bot_text,
-            [0, 1],
-            &now_rfc3339(),
-            &data.to_string(),
-        );
-        frame(id, kind, &envelope)
+        self.render(id, kind, [0, 1], &now_rfc3339(), &data.to_string())
     }
 
     /// Counts a subscriber for as long as the guard lives.
